@@ -1,0 +1,429 @@
+// Fused LIIF query on CPU: nearest 4-corner sampling, first-layer projection gather,
+// hidden layers and the area-weighted ensemble, one tile of queries at a time.
+//
+// The (B*Q x hidden) activations of the reference never exist: a thread holds the
+// activations of one tile (kTile queries x 4 corners) and the hidden layers run as small
+// GEMMs on them (ATen's BLAS, single-threaded inside the parallel region). The last layer
+// is applied once per query to the area-weighted mix of the corner states (it is affine
+// and the weights sum to one). Backward recomputes the tile forward, backpropagates in
+// the same pass and accumulates parameter and projection gradients per thread.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace fastliif {
+namespace {
+
+constexpr int64_t kTile = 128;  // queries per tile: 4*128 rows x 256 fp32 = 512 KiB per layer
+
+// Where one query samples the feature map, with the official query_rgb arithmetic.
+template <typename T>
+struct Corners {
+  int64_t row[4];  // row of proj viewed as (B*h*w, N1)
+  T rel[4][2];     // (coord - q_coord) * (h, w), from the unshifted, unclamped coord
+  T weight[4];     // area of the opposite corner / total area
+};
+
+// Index picked by grid_sample(mode='nearest', align_corners=False) on CPU: its vectorised
+// path evaluates fma(coord + 1, size / 2, -0.5) and rounds half to even. The clamp only
+// matters if rounding ever left the range (the coordinate is already clamped inside).
+template <typename T>
+inline int64_t nearest_index(T c, int64_t size) {
+  const T src = std::fma(c + T(1), static_cast<T>(size) / T(2), T(-0.5));
+  const int64_t i = static_cast<int64_t>(std::nearbyint(src));
+  return std::min<int64_t>(std::max<int64_t>(i, 0), size - 1);
+}
+
+// Centre of cell i as make_coord builds it: float32 arithmetic, (2r) * i + (-1 + r), r = 1/n.
+inline float cell_centre(int64_t i, int64_t n) {
+  const double r = 2.0 / (2.0 * static_cast<double>(n));
+  const float step = static_cast<float>(2.0 * r);
+  const float first = static_cast<float>(-1.0 + r);
+  const float scaled = step * static_cast<float>(i);  // separate ops: no fused multiply-add
+  return scaled + first;
+}
+
+template <typename T>
+inline void query_corners(T cy, T cx, int64_t batch, int64_t h, int64_t w, bool ensemble,
+                          Corners<T>& k) {
+  const T lo = static_cast<T>(-1 + 1e-6), hi = static_cast<T>(1 - 1e-6);
+  const int n = ensemble ? 4 : 1;
+  T area[4];
+  for (int t = 0; t < n; ++t) {
+    T y = cy, x = cx;
+    if (ensemble) {
+      // vx (outer loop of the official code) shifts rows, vy (inner) shifts columns
+      const double vx = (t >> 1) ? 1.0 : -1.0, vy = (t & 1) ? 1.0 : -1.0;
+      y = y + static_cast<T>(vx * (2.0 / h / 2.0) + 1e-6);
+      x = x + static_cast<T>(vy * (2.0 / w / 2.0) + 1e-6);
+    }
+    y = std::min(std::max(y, lo), hi);
+    x = std::min(std::max(x, lo), hi);
+    const int64_t iy = nearest_index(y, h), ix = nearest_index(x, w);
+    k.row[t] = (batch * h + iy) * w + ix;
+    k.rel[t][0] = (cy - static_cast<T>(cell_centre(iy, h))) * static_cast<T>(h);
+    k.rel[t][1] = (cx - static_cast<T>(cell_centre(ix, w))) * static_cast<T>(w);
+    area[t] = std::abs(k.rel[t][0] * k.rel[t][1]) + static_cast<T>(1e-9);
+  }
+  if (!ensemble) {
+    k.weight[0] = area[0] / area[0];
+    return;
+  }
+  const T total = ((area[0] + area[1]) + area[2]) + area[3];
+  for (int t = 0; t < 4; ++t) k.weight[t] = area[3 - t] / total;
+}
+
+// Everything a tile needs, read-only and shared by all threads.
+template <typename T>
+struct Problem {
+  const T* proj;      // (B*h*w, n1)
+  const T* coord;     // (B*Q, 2)
+  const T* cell;      // (B*Q, 2) or nullptr
+  const T* w_rel_t;   // (nrel, n1): transposed first-layer rel columns
+  const T* b1;        // (n1)
+  std::vector<at::Tensor> weights, biases;  // remaining layers, contiguous
+  int64_t B, Q, h, w, n1, nrel, out_dim;
+  bool ensemble;
+  int nc;  // corners per query
+  at::TensorOptions opts;
+};
+
+// Per-thread scratch for one tile.
+template <typename T>
+struct Scratch {
+  std::vector<Corners<T>> corners;
+  at::Tensor rel;               // (rows, nrel) first-layer rel features, kept for dW_rel
+  std::vector<at::Tensor> act;  // act[l]: (rows, width_l) activations entering layer l+1
+  at::Tensor mix;               // (kTile, width_last): area-weighted mix of corner states
+
+  explicit Scratch(const Problem<T>& p) : corners(kTile) {
+    const int64_t rows = p.nc * kTile;
+    rel = at::empty({rows, p.nrel}, p.opts);
+    act.push_back(at::empty({rows, p.n1}, p.opts));
+    // the last layer's output is never materialised per corner
+    for (size_t l = 0; l + 1 < p.weights.size(); ++l)
+      act.push_back(at::empty({rows, p.weights[l].size(0)}, p.opts));
+    mix = at::empty({kTile, act.back().size(1)}, p.opts);
+  }
+};
+
+// Tile forward up to the mixed last hidden state. Fills s.corners, s.rel, s.act, s.mix.
+// With no layer after the first, mix holds the mixed first-layer output (no ReLU).
+template <typename T>
+void tile_forward(const Problem<T>& p, int64_t q0, int64_t tq, Scratch<T>& s) {
+  const int64_t rows = p.nc * tq, n1 = p.n1, nrel = p.nrel;
+  const bool relu_first = !p.weights.empty();
+  T* rel = s.rel.template data_ptr<T>();
+  T* a0 = s.act[0].template data_ptr<T>();
+  for (int64_t q = 0; q < tq; ++q) {
+    const int64_t gq = q0 + q;
+    Corners<T>& k = s.corners[q];
+    query_corners<T>(p.coord[2 * gq], p.coord[2 * gq + 1], gq / p.Q, p.h, p.w, p.ensemble, k);
+    for (int t = 0; t < p.nc; ++t) {
+      const int64_t r = t * tq + q;
+      T f[4] = {k.rel[t][0], k.rel[t][1], T(0), T(0)};
+      if (nrel == 4) {
+        f[2] = p.cell[2 * gq] * static_cast<T>(p.h);
+        f[3] = p.cell[2 * gq + 1] * static_cast<T>(p.w);
+      }
+      for (int64_t j = 0; j < nrel; ++j) rel[r * nrel + j] = f[j];
+      const T* __restrict src = p.proj + k.row[t] * n1;
+      T* __restrict dst = a0 + r * n1;
+      for (int64_t c = 0; c < n1; ++c) dst[c] = src[c] + p.b1[c];
+      for (int64_t j = 0; j < nrel; ++j) {
+        const T fj = f[j];
+        const T* __restrict wj = p.w_rel_t + j * n1;
+        for (int64_t c = 0; c < n1; ++c) dst[c] += wj[c] * fj;
+      }
+      if (relu_first)
+        for (int64_t c = 0; c < n1; ++c) dst[c] = dst[c] > T(0) ? dst[c] : T(0);
+    }
+  }
+  const int64_t nl = static_cast<int64_t>(p.weights.size());
+  for (int64_t l = 0; l + 1 < nl; ++l) {
+    at::Tensor out = s.act[l + 1].narrow(0, 0, rows);
+    at::addmm_out(out, p.biases[l], s.act[l].narrow(0, 0, rows), p.weights[l].t());
+    out.clamp_min_(0);
+  }
+  const at::Tensor& last = s.act.back();
+  const int64_t width = last.size(1);
+  const T* a = last.template data_ptr<T>();
+  T* mix = s.mix.template data_ptr<T>();
+  for (int64_t q = 0; q < tq; ++q) {
+    T* __restrict m = mix + q * width;
+    const Corners<T>& k = s.corners[q];
+    for (int64_t c = 0; c < width; ++c) m[c] = a[q * width + c] * k.weight[0];
+    for (int t = 1; t < p.nc; ++t) {
+      const T wt = k.weight[t];
+      const T* __restrict at_ = a + (t * tq + q) * width;
+      for (int64_t c = 0; c < width; ++c) m[c] += at_[c] * wt;
+    }
+  }
+}
+
+void check_inputs(const at::Tensor& proj, const at::Tensor& coord,
+                  const std::optional<at::Tensor>& cell, const at::Tensor& w_rel,
+                  const at::Tensor& b1, at::TensorList weights, at::TensorList biases,
+                  bool cell_decode) {
+  TORCH_CHECK(proj.dim() == 4, "liif_query_core: proj must be (B, h, w, N1), got ", proj.sizes());
+  TORCH_CHECK(proj.size(1) > 0 && proj.size(2) > 0, "liif_query_core: empty feature map");
+  TORCH_CHECK(coord.dim() == 3 && coord.size(2) == 2 && coord.size(0) == proj.size(0),
+              "liif_query_core: coord must be (B, Q, 2) with B = ", proj.size(0), ", got ",
+              coord.sizes());
+  TORCH_CHECK(proj.scalar_type() == at::kFloat || proj.scalar_type() == at::kDouble,
+              "liif_query_core (cpu): float32 or float64 only, got ", proj.scalar_type());
+  const int64_t n1 = proj.size(3), nrel = cell_decode ? 4 : 2;
+  TORCH_CHECK(w_rel.dim() == 2 && w_rel.size(0) == n1 && w_rel.size(1) == nrel,
+              "liif_query_core: w_rel must be (", n1, ", ", nrel, "), got ", w_rel.sizes());
+  TORCH_CHECK(b1.dim() == 1 && b1.size(0) == n1, "liif_query_core: b1 must be (", n1, ")");
+  if (cell_decode) {
+    TORCH_CHECK(cell.has_value() && cell->sizes() == coord.sizes(),
+                "liif_query_core: cell must match coord's shape ", coord.sizes());
+  }
+  TORCH_CHECK(weights.size() == biases.size(), "liif_query_core: ", weights.size(),
+              " weights but ", biases.size(), " biases");
+  int64_t width = n1;
+  for (size_t l = 0; l < weights.size(); ++l) {
+    TORCH_CHECK(weights[l].dim() == 2 && weights[l].size(1) == width,
+                "liif_query_core: weights[", l, "] must have ", width, " input columns, got ",
+                weights[l].sizes());
+    TORCH_CHECK(biases[l].dim() == 1 && biases[l].size(0) == weights[l].size(0),
+                "liif_query_core: biases[", l, "] must be (", weights[l].size(0), ")");
+    width = weights[l].size(0);
+  }
+  std::vector<at::Tensor> all = {proj, coord, w_rel, b1};
+  if (cell_decode) all.push_back(*cell);
+  for (const auto& t : weights) all.push_back(t);
+  for (const auto& t : biases) all.push_back(t);
+  for (const auto& t : all) {
+    TORCH_CHECK(t.device().is_cpu(), "liif_query_core (cpu): all tensors must be on the CPU");
+    TORCH_CHECK(t.scalar_type() == proj.scalar_type(),
+                "liif_query_core: dtype mismatch, ", t.scalar_type(), " vs ", proj.scalar_type());
+  }
+}
+
+template <typename T>
+Problem<T> make_problem(const at::Tensor& proj, const at::Tensor& coord,
+                        const std::optional<at::Tensor>& cell, const at::Tensor& w_rel_t,
+                        const at::Tensor& b1, at::TensorList weights, at::TensorList biases,
+                        bool ensemble, bool cell_decode) {
+  Problem<T> p;
+  p.proj = proj.data_ptr<T>();
+  p.coord = coord.data_ptr<T>();
+  p.cell = cell_decode ? cell->data_ptr<T>() : nullptr;
+  p.w_rel_t = w_rel_t.data_ptr<T>();
+  p.b1 = b1.data_ptr<T>();
+  for (const auto& W : weights) p.weights.push_back(W.contiguous());
+  for (const auto& b : biases) p.biases.push_back(b.contiguous());
+  p.B = proj.size(0);
+  p.h = proj.size(1);
+  p.w = proj.size(2);
+  p.n1 = proj.size(3);
+  p.Q = coord.size(1);
+  p.nrel = cell_decode ? 4 : 2;
+  p.out_dim = weights.empty() ? p.n1 : weights.back().size(0);
+  p.ensemble = ensemble;
+  p.nc = ensemble ? 4 : 1;
+  p.opts = proj.options();
+  return p;
+}
+
+at::Tensor liif_query_core_cpu(const at::Tensor& proj_in, const at::Tensor& coord_in,
+                               const std::optional<at::Tensor>& cell_in,
+                               const at::Tensor& w_rel, const at::Tensor& b1_in,
+                               at::TensorList weights, at::TensorList biases,
+                               bool local_ensemble, bool cell_decode) {
+  check_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, cell_decode);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls are not recorded
+  const at::Tensor proj = proj_in.contiguous(), coord = coord_in.contiguous();
+  const at::Tensor b1 = b1_in.contiguous(), w_rel_t = w_rel.t().contiguous();
+  std::optional<at::Tensor> cell;
+  if (cell_decode) cell = cell_in->contiguous();
+  const int64_t B = proj.size(0), Q = coord.size(1);
+  const int64_t out_dim = weights.empty() ? proj.size(3) : weights.back().size(0);
+  at::Tensor out = at::empty({B, Q, out_dim}, proj.options());
+  if (B * Q == 0) return out;
+  at::Tensor out2d = out.view({B * Q, out_dim});
+
+  AT_DISPATCH_FLOATING_TYPES(proj.scalar_type(), "liif_query_core_cpu", [&] {
+    const auto p = make_problem<scalar_t>(proj, coord, cell, w_rel_t, b1, weights, biases,
+                                          local_ensemble, cell_decode);
+    const int64_t ntiles = (B * Q + kTile - 1) / kTile;
+    at::parallel_for(0, ntiles, 1, [&](int64_t begin, int64_t end) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;  // thread-local: set per worker
+      Scratch<scalar_t> s(p);
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const int64_t q0 = tile * kTile, tq = std::min(kTile, B * Q - q0);
+        tile_forward(p, q0, tq, s);
+        at::Tensor dst = out2d.narrow(0, q0, tq);
+        at::Tensor mix = s.mix.narrow(0, 0, tq);
+        if (p.weights.empty()) {
+          dst.copy_(mix);
+        } else {
+          at::addmm_out(dst, p.biases.back(), mix, p.weights.back().t());
+        }
+      }
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>
+liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& proj_in,
+                             const at::Tensor& coord_in, const std::optional<at::Tensor>& cell_in,
+                             const at::Tensor& w_rel, const at::Tensor& b1_in,
+                             at::TensorList weights, at::TensorList biases, bool local_ensemble,
+                             bool cell_decode) {
+  check_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, cell_decode);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls are not recorded
+  const at::Tensor proj = proj_in.contiguous(), coord = coord_in.contiguous();
+  const at::Tensor b1 = b1_in.contiguous(), w_rel_t = w_rel.t().contiguous();
+  std::optional<at::Tensor> cell;
+  if (cell_decode) cell = cell_in->contiguous();
+  const int64_t B = proj.size(0), Q = coord.size(1), n1 = proj.size(3);
+  const int64_t nrel = cell_decode ? 4 : 2, nl = static_cast<int64_t>(weights.size());
+  const int64_t out_dim = nl == 0 ? n1 : weights.back().size(0);
+  TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == Q &&
+                  grad_out_in.size(2) == out_dim,
+              "liif_query_core_backward: grad_out must be (", B, ", ", Q, ", ", out_dim, ")");
+  TORCH_CHECK(grad_out_in.scalar_type() == proj.scalar_type(),
+              "liif_query_core_backward: grad_out dtype mismatch");
+  const at::Tensor grad_out = grad_out_in.contiguous().view({B * Q, out_dim});
+
+  // One accumulator set per thread (parameter grads are small; proj grads are not, so
+  // only the threads that actually run allocate theirs).
+  const int nthreads = at::get_num_threads();
+  std::vector<at::Tensor> g_proj(nthreads), g_wrel(nthreads), g_b1(nthreads);
+  std::vector<std::vector<at::Tensor>> g_w(nthreads), g_b(nthreads);
+
+  AT_DISPATCH_FLOATING_TYPES(proj.scalar_type(), "liif_query_core_backward_cpu", [&] {
+    using T = scalar_t;
+    const auto p = make_problem<T>(proj, coord, cell, w_rel_t, b1, weights, biases,
+                                   local_ensemble, cell_decode);
+    const int64_t ntiles = (B * Q + kTile - 1) / kTile;
+    at::parallel_for(0, ntiles, 1, [&](int64_t begin, int64_t end) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;  // thread-local: set per worker
+      const int tid = at::get_thread_num();
+      Scratch<T> s(p);
+      at::Tensor gp = at::zeros({proj.numel() / n1, n1}, p.opts);
+      at::Tensor gwr = at::zeros({n1, nrel}, p.opts), gb1 = at::zeros({n1}, p.opts);
+      std::vector<at::Tensor> gw, gb;
+      for (int64_t l = 0; l < nl; ++l) {
+        gw.push_back(at::zeros_like(p.weights[l]));
+        gb.push_back(at::zeros_like(p.biases[l]));
+      }
+      const int64_t rows_max = p.nc * kTile;
+      // d(pre-activation) of the current layer, sized for the widest layer
+      int64_t wmax = n1;
+      for (const auto& a : s.act) wmax = std::max(wmax, a.size(1));
+      at::Tensor dz = at::empty({rows_max * wmax}, p.opts);
+      at::Tensor dprev = at::empty({rows_max * wmax}, p.opts);
+      at::Tensor dmix = at::empty({kTile, s.mix.size(1)}, p.opts);
+      T* gpp = gp.data_ptr<T>();
+
+      for (int64_t tile = begin; tile < end; ++tile) {
+        const int64_t q0 = tile * kTile, tq = std::min(kTile, B * Q - q0);
+        const int64_t rows = p.nc * tq;
+        tile_forward(p, q0, tq, s);
+        const at::Tensor g = grad_out.narrow(0, q0, tq);
+        // gradient w.r.t. the mixed state
+        at::Tensor dm = dmix.narrow(0, 0, tq);
+        if (nl == 0) {
+          dm.copy_(g);
+        } else {
+          gw[nl - 1].addmm_(g.t(), s.mix.narrow(0, 0, tq));
+          gb[nl - 1].add_(g.sum(0));
+          at::mm_out(dm, g, p.weights[nl - 1]);
+        }
+        // spread it to the corners (weights are constants: coord gets no gradient),
+        // through the ReLU of the last hidden layer when there is one
+        const at::Tensor& a_last = s.act.back();
+        const int64_t width = a_last.size(1);
+        at::Tensor dz_t = dz.narrow(0, 0, rows * width).view({rows, width});
+        {
+          const T* a = a_last.data_ptr<T>();
+          const T* dmp = dm.data_ptr<T>();
+          T* d = dz_t.data_ptr<T>();
+          const bool masked = nl > 0;
+          for (int64_t q = 0; q < tq; ++q) {
+            for (int t = 0; t < p.nc; ++t) {
+              const T wt = s.corners[q].weight[t];
+              const int64_t r = t * tq + q;
+              for (int64_t c = 0; c < width; ++c) {
+                const T v = dmp[q * width + c] * wt;
+                d[r * width + c] = (!masked || a[r * width + c] > T(0)) ? v : T(0);
+              }
+            }
+          }
+        }
+        // hidden layers, last to first: act[l+1] = relu(act[l] @ W[l]^T + b[l])
+        for (int64_t l = nl - 2; l >= 0; --l) {
+          const at::Tensor a_in = s.act[l].narrow(0, 0, rows);
+          gw[l].addmm_(dz_t.t(), a_in);
+          gb[l].add_(dz_t.sum(0));
+          const int64_t win = a_in.size(1);
+          at::Tensor dp = dprev.narrow(0, 0, rows * win).view({rows, win});
+          at::mm_out(dp, dz_t, p.weights[l]);
+          dp.mul_(a_in.gt(0));  // ReLU of the layer below (all act[l] are post-ReLU)
+          std::swap(dz, dprev);
+          dz_t = dp;
+        }
+        // first layer: proj rows, rel columns, bias
+        gwr.addmm_(dz_t.t(), s.rel.narrow(0, 0, rows));
+        gb1.add_(dz_t.sum(0));
+        const T* d = dz_t.data_ptr<T>();
+        for (int64_t q = 0; q < tq; ++q) {
+          for (int t = 0; t < p.nc; ++t) {
+            T* __restrict dst = gpp + s.corners[q].row[t] * n1;
+            const T* __restrict src = d + (t * tq + q) * n1;
+            for (int64_t c = 0; c < n1; ++c) dst[c] += src[c];
+          }
+        }
+      }
+      g_proj[tid] = gp;
+      g_wrel[tid] = gwr;
+      g_b1[tid] = gb1;
+      g_w[tid] = gw;
+      g_b[tid] = gb;
+    });
+  });
+
+  auto reduce = [](std::vector<at::Tensor>& parts, const at::Tensor& like) {
+    at::Tensor total;
+    for (auto& t : parts) {
+      if (!t.defined()) continue;
+      if (!total.defined()) total = t;
+      else total.add_(t);
+    }
+    return total.defined() ? total : at::zeros(like.sizes(), like.options());
+  };
+  at::Tensor grad_proj = reduce(g_proj, proj).view(proj.sizes());
+  at::Tensor grad_wrel = reduce(g_wrel, w_rel);
+  at::Tensor grad_b1 = reduce(g_b1, b1);
+  std::vector<at::Tensor> grad_w, grad_b;
+  for (int64_t l = 0; l < nl; ++l) {
+    std::vector<at::Tensor> pw, pb;
+    for (int i = 0; i < nthreads; ++i) {
+      if (!g_w[i].empty()) {
+        pw.push_back(g_w[i][l]);
+        pb.push_back(g_b[i][l]);
+      }
+    }
+    grad_w.push_back(reduce(pw, weights[l]));
+    grad_b.push_back(reduce(pb, biases[l]));
+  }
+  return {grad_proj, grad_wrel, grad_b1, grad_w, grad_b};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastliif, CPU, m) {
+  m.impl("liif_query_core", &liif_query_core_cpu);
+  m.impl("liif_query_core_backward", &liif_query_core_backward_cpu);
+}
+
+}  // namespace fastliif

@@ -1,0 +1,27 @@
+// Schemas of the fastliif operators. Kernels register per device in csrc/cpu and csrc/cuda;
+// fake (meta) kernels and autograd are registered from Python (fastliif/ops/_library.py).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// An importable module so that `import fastliif._C` loads the library and runs the
+// static TORCH_LIBRARY registrations; the ops themselves live under torch.ops.fastliif.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(fastliif, m) {
+  // proj: (B, h, w, N1) first-layer projection of the (unfolded) features, channels last.
+  // coord, cell: (B, Q, 2). w_rel: (N1, 2 or 4) first-layer columns of rel_coord [, rel_cell].
+  // weights/biases: the remaining Linear layers (may be empty), ReLU between layers.
+  m.def(
+      "liif_query_core(Tensor proj, Tensor coord, Tensor? cell, Tensor w_rel, Tensor b1, "
+      "Tensor[] weights, Tensor[] biases, bool local_ensemble, bool cell_decode) -> Tensor");
+  // Returns grads of (proj, w_rel, b1, weights, biases); coord and cell get none.
+  m.def(
+      "liif_query_core_backward(Tensor grad_out, Tensor proj, Tensor coord, Tensor? cell, "
+      "Tensor w_rel, Tensor b1, Tensor[] weights, Tensor[] biases, bool local_ensemble, "
+      "bool cell_decode) -> (Tensor, Tensor, Tensor, Tensor[], Tensor[])");
+}

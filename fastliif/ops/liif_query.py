@@ -1,0 +1,125 @@
+"""fastliif.ops.liif_query: the fused LIIF query (DESIGN.md sections 3 and 4)."""
+import torch
+import torch.nn.functional as F
+
+from . import _library  # noqa: F401  (fake kernels + autograd for torch.ops.fastliif)
+from ._backends import resolve
+from ._liif_torch import liif_query_torch
+
+
+def _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode):
+    def fail(msg, exc=ValueError):
+        raise exc(f"liif_query: {msg}")
+
+    if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
+        fail(f"feat must be a (B, C, h, w) tensor, got {getattr(feat, 'shape', type(feat))}")
+    B, C, h, w = feat.shape
+    if C == 0 or h == 0 or w == 0:
+        fail(f"feat must have channels and a non-empty feature map, got shape {tuple(feat.shape)}")
+    if not feat.is_floating_point():
+        fail(f"feat must be floating point, got {feat.dtype}", TypeError)
+    if not isinstance(coord, torch.Tensor) or coord.dim() != 3 or coord.shape[-1] != 2:
+        fail(f"coord must be a (B, Q, 2) tensor, got {getattr(coord, 'shape', type(coord))}")
+    if coord.shape[0] != B:
+        fail(f"coord batch {coord.shape[0]} does not match feat batch {B}")
+    tensors = {"feat": feat, "coord": coord}
+    if cell_decode:
+        if cell is None:
+            fail("cell is required when cell_decode=True")
+        if not isinstance(cell, torch.Tensor) or cell.shape != coord.shape:
+            fail(f"cell must have coord's shape {tuple(coord.shape)}, got {getattr(cell, 'shape', type(cell))}")
+        tensors["cell"] = cell
+    weights, biases = list(weights), list(biases)
+    if len(weights) == 0 or len(weights) != len(biases):
+        fail(f"need one bias per weight and at least one layer, got {len(weights)} weights, {len(biases)} biases")
+    in_dim = C * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
+    width = in_dim
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        if not isinstance(W, torch.Tensor) or W.dim() != 2:
+            fail(f"weights[{i}] must be a 2-D (out, in) tensor")
+        if W.shape[1] != width:
+            what = (f"C*{9 if feat_unfold else 1} + 2{' + 2' if cell_decode else ''} = {in_dim} for C={C}"
+                    if i == 0 else f"the previous layer's width {width}")
+            fail(f"weights[{i}] has {W.shape[1]} input columns, expected {what}")
+        if not isinstance(b, torch.Tensor) or b.shape != (W.shape[0],):
+            fail(f"biases[{i}] must have shape ({W.shape[0]},), got {getattr(b, 'shape', type(b))}")
+        width = W.shape[0]
+        tensors[f"weights[{i}]"] = W
+        tensors[f"biases[{i}]"] = b
+    for name, t in tensors.items():
+        if t.dtype != feat.dtype:
+            fail(f"{name} has dtype {t.dtype} but feat has {feat.dtype}: all inputs must share one dtype", TypeError)
+        if t.device != feat.device:
+            fail(f"{name} is on {t.device} but feat is on {feat.device}: all inputs must share one device")
+    if not torch.compiler.is_compiling() and coord.numel():
+        finite = torch.isfinite(coord).all()
+        if cell_decode:
+            finite = finite & torch.isfinite(cell).all()
+        if not bool(finite):
+            fail("coord and cell must be finite (found NaN or inf)")
+    return weights, biases
+
+
+def project_features(feat, w_feat, feat_unfold):
+    """First layer's feature columns applied at every feature cell: (B, h, w, N1).
+
+    unfold(3x3) followed by those columns is exactly a 3x3 convolution with the columns
+    reshaped to (N1, C, 3, 3); without unfolding it is a 1x1 projection.
+    """
+    n1 = w_feat.shape[0]
+    C = feat.shape[1]
+    if feat_unfold:
+        kernel = w_feat.reshape(n1, C, 3, 3)
+        proj = F.conv2d(feat.contiguous(memory_format=torch.channels_last), kernel, padding=1)
+        return proj.permute(0, 2, 3, 1)
+    return torch.matmul(feat.permute(0, 2, 3, 1), w_feat.t())
+
+
+def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_ensemble=True,
+               cell_decode=True, backend="auto"):
+    """Fused LIIF query: same numbers as the official ``LIIF.query_rgb``.
+
+    Args:
+        feat: (B, C, h, w) encoder features.
+        coord: (B, Q, 2) query coordinates in [-1, 1], [..., 0] = row, [..., 1] = column.
+            Coordinates outside [-1, 1] are allowed (sampling clamps, rel_coord does not).
+        cell: (B, Q, 2) cell sizes (2/H, 2/W); ignored (may be None) with cell_decode=False.
+        weights, biases: the decoder MLP's Linear parameters in PyTorch layout, first to
+            last, ReLU between layers; weights[0] has C*9 (C without unfolding) + 2 (+ 2)
+            input columns.
+        backend: "auto" | "torch" | "cpu" (| "triton" | "cuda" when available).
+
+    Returns (B, Q, out_dim). Gradients flow to feat, weights and biases; coord and cell
+    receive none (documented: no LIIF training recipe needs them).
+    """
+    weights, biases = _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode)
+    name = resolve(backend, feat.device, feat.dtype)
+    C = feat.shape[1]
+    n_feat = C * 9 if feat_unfold else C
+    w1 = weights[0]
+    proj = project_features(feat, w1[:, :n_feat], feat_unfold)
+    w_rel = w1[:, n_feat:]
+    cell = cell if cell_decode else None
+    if name == "cpu":
+        return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
+                                                  local_ensemble, cell_decode)
+    return liif_query_torch(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
+                            local_ensemble, cell_decode)
+
+
+def liif_query_flops(num_queries, feat_shape, hidden, out_dim=3, feat_unfold=True, local_ensemble=True,
+                     cell_decode=True):
+    """(reference, fused) multiply-adds of one query pass, as DESIGN.md section 4 counts them."""
+    B, C, h, w = feat_shape
+    corners = 4 if local_ensemble else 1
+    in_dim = C * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
+    dims = [in_dim] + list(hidden) + [out_dim]
+    ref = num_queries * corners * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    hidden_macs = sum(a * b for a, b in zip(dims[1:-2], dims[2:-1]))
+    fused = (num_queries * corners * (hidden_macs + dims[1] * (in_dim - C * (9 if feat_unfold else 1)))
+             + num_queries * dims[-2] * dims[-1]
+             + B * h * w * dims[1] * C * (9 if feat_unfold else 1))
+    return ref, fused
+
+
+__all__ = ["liif_query", "project_features", "liif_query_flops"]
