@@ -18,7 +18,10 @@
 namespace fastliif {
 namespace {
 
-constexpr int64_t kTile = 128;  // queries per tile: 4*128 rows x 256 fp32 = 512 KiB per layer
+#ifndef FASTLIIF_CPU_TILE
+#define FASTLIIF_CPU_TILE 128
+#endif
+constexpr int64_t kTile = FASTLIIF_CPU_TILE;  // queries per tile: 4*128 rows x 256 fp32 = 512 KiB per layer
 
 // Where one query samples the feature map, with the official query_rgb arithmetic.
 template <typename T>
@@ -75,6 +78,12 @@ inline void query_corners(T cy, T cx, int64_t batch, int64_t h, int64_t w, bool 
   }
   const T total = ((area[0] + area[1]) + area[2]) + area[3];
   for (int t = 0; t < 4; ++t) k.weight[t] = area[3 - t] / total;
+}
+
+// d *= (a > 0): backward of a ReLU whose output is a (PyTorch's convention at 0).
+template <typename T>
+inline void relu_backward_inplace(T* __restrict d, const T* __restrict a, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) d[i] = a[i] > T(0) ? d[i] : T(0);
 }
 
 // Everything a tile needs, read-only and shared by all threads.
@@ -368,7 +377,7 @@ liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& pr
           const int64_t win = a_in.size(1);
           at::Tensor dp = dprev.narrow(0, 0, rows * win).view({rows, win});
           at::mm_out(dp, dz_t, p.weights[l]);
-          dp.mul_(a_in.gt(0));  // ReLU of the layer below (all act[l] are post-ReLU)
+          relu_backward_inplace(dp.data_ptr<T>(), a_in.data_ptr<T>(), rows * win);
           std::swap(dz, dprev);
           dz_t = dp;
         }
