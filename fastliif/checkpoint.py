@@ -34,8 +34,14 @@ def load_checkpoint(path, *, map_location="cpu", backend="auto", trusted=False):
     args = dict(spec["args"])
     if "encoder_spec" not in args:
         _fail(path, "model args have no 'encoder_spec'")
-    model = LIIF(**args, backend=backend)
-    missing, unexpected = model.load_state_dict(spec["sd"], strict=False)
+    try:
+        model = LIIF(**args, backend=backend)
+    except (KeyError, TypeError, ValueError) as exc:
+        _fail(path, f"cannot build the model from its args {args}: {type(exc).__name__}: {exc}")
+    try:
+        missing, unexpected = model.load_state_dict(spec["sd"], strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        _fail(path, f"state_dict does not fit the model: {exc}")
     if missing or unexpected:
         _fail(path, f"state_dict does not match the model: missing {missing}, unexpected {unexpected}")
     return model

@@ -64,7 +64,9 @@ def _query_chunk(proj_rows, coord, cell, w_rel, b1, weights, biases, h, w, local
     if cell_decode:
         rel_cell = cell.to(dt) * torch.tensor([h, w], device=cell.device, dtype=dt)
         feats = torch.cat([feats, rel_cell.unsqueeze(0).expand(feats.shape[0], -1, -1, -1)], dim=-1)
-    x = proj_rows[rows] + F.linear(feats, w_rel, b1)  # (T, B, q, N1)
+    # index_select (not advanced indexing): its backward is an index_add, fast with repeats
+    gathered = proj_rows.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
+    x = gathered + F.linear(feats, w_rel, b1)  # (T, B, q, N1)
     if not weights:
         return (x * wts.to(dt).unsqueeze(-1)).sum(dim=0)
     x = torch.relu(x)

@@ -99,7 +99,9 @@ def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_en
     w1 = weights[0]
     proj = project_features(feat, w1[:, :n_feat], feat_unfold)
     w_rel = w1[:, n_feat:]
-    cell = cell if cell_decode else None
+    # coord and cell are treated as constants by every backend (no gradient, documented)
+    coord = coord.detach()
+    cell = cell.detach() if cell_decode else None
     if name == "cpu":
         return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
                                                   local_ensemble, cell_decode)
