@@ -48,6 +48,19 @@ def rel_err(a, b):
     return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
 
 
+def rel_l2(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def assert_grad_close(a, b, tol, what=""):
+    """Gradients compare by relative L2 norm: fp32 ReLU networks evaluated with different
+    summation orders may flip a unit sitting at 0 and change a few single entries."""
+    assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
+    assert torch.isfinite(a).all(), f"{what}: non-finite values"
+    err = rel_l2(a, b)
+    assert err <= tol, f"{what}: relative L2 error {err:.3g} > {tol:.3g}"
+
+
 def assert_close_rel(a, b, tol, what=""):
     assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
     assert torch.isfinite(a).all(), f"{what}: non-finite values"
@@ -198,7 +211,7 @@ def test_backward_matches_reference(backend, flags, B, C, h, w, Q, hidden):
                 inputs, g)
     names = ["feat"] + [f"W{i}" for i in range(len(weights))] + [f"b{i}" for i in range(len(biases))]
     for name, a, b in zip(names, out, ref):
-        assert_close_rel(a, b, 2e-5, f"grad {name}")
+        assert_grad_close(a, b, 1e-5, f"grad {name}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -309,13 +322,18 @@ def test_auto_backend_choice():
     assert resolve("auto", torch.device("meta"), torch.float32) == "torch"
 
 
+KERNEL_BACKENDS = [b for b in BACKENDS if b != "torch"]  # backends with their own index math
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_index_arithmetic_beyond_int32(backend):
     """B*Q*hidden > 2^31 (2 x 16400 x 65536): results on sampled queries match the reference.
 
     grad_out is non-zero on the sampled queries only, so the full backward pass over every
-    query must reproduce the reference gradients computed on those queries alone.
+    query must reproduce the reference gradients computed on those queries alone. The torch
+    backend is left out: its indexing is PyTorch's own (int64), and at this width it is
+    memory-bound for minutes on a 2-core machine.
     """
     torch.manual_seed(9)
     B, Q, hidden = 2, 16400, 1 << 16
@@ -336,7 +354,7 @@ def test_index_arithmetic_beyond_int32(backend):
     got = torch.autograd.grad(out, inputs, g)
     want = torch.autograd.grad(ref, inputs, g[:, picks])
     for name, a, b in zip(["feat", "W0", "W1", "b0", "b1"], got, want):
-        assert_close_rel(a, b, 2e-5, f"grad {name}")
+        assert_grad_close(a, b, 1e-5, f"grad {name}")
 
 
 # ---------------------------------------------------------------- torch.library integration
@@ -379,7 +397,7 @@ def test_torch_compile_fullgraph(backend):
     assert_close_rel(out, eager, 1e-6, "compiled")
     g_c = torch.autograd.grad(out.sum(), feat)[0]
     g_e = torch.autograd.grad(eager.sum(), feat)[0]
-    assert_close_rel(g_c, g_e, 1e-5, "compiled grad")
+    assert_grad_close(g_c, g_e, 1e-6, "compiled grad")
 
 
 @needs_ext
@@ -422,7 +440,7 @@ def test_fused_liif_module_matches_reference_end_to_end(backend):
         if pr.grad is None:
             assert pf.grad is None, name
             continue
-        assert_close_rel(pf.grad, pr.grad, 5e-5, f"grad {name}")
+        assert_grad_close(pf.grad, pr.grad, 1e-5, f"grad {name}")
 
 
 def test_default_constructor_is_liif_edsr_baseline():

@@ -1,9 +1,11 @@
 """`torch` backend of liif_query: the fused algorithm in plain PyTorch, chunked over queries.
 
 Works on any device and dtype. The projection is gathered per corner (no unfolded tensor),
-the ensemble is applied before the last layer, and queries are processed in chunks so that
-at most ``budget`` activation elements exist at once. Under autograd each chunk is
-checkpointed: backward recomputes it instead of keeping Q x hidden activations alive.
+the ensemble is applied before the last layer, and queries are processed in chunks whose
+widest activation has ``budget`` elements (peak memory is a small multiple of that: the
+gathered rows, the layer input and output and the weighted mix coexist). Under autograd
+each chunk is checkpointed: backward recomputes it instead of keeping Q x hidden
+activations alive.
 """
 import torch
 import torch.nn.functional as F
@@ -11,7 +13,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..reference.coord import make_coord
 
-ACTIVATION_BUDGET = 1 << 23  # elements per chunk (32 MiB in fp32) for the widest layer
+ACTIVATION_BUDGET = 1 << 23  # elements of the widest per-chunk activation (32 MiB in fp32)
 
 
 def corner_geometry(coord, h, w, local_ensemble):
@@ -65,7 +67,7 @@ def _query_chunk(proj_rows, coord, cell, w_rel, b1, weights, biases, h, w, local
         rel_cell = cell.to(dt) * torch.tensor([h, w], device=cell.device, dtype=dt)
         feats = torch.cat([feats, rel_cell.unsqueeze(0).expand(feats.shape[0], -1, -1, -1)], dim=-1)
     # index_select (not advanced indexing): its backward is an index_add, fast with repeats
-    gathered = proj_rows.index_select(0, rows.reshape(-1)).view(*rows.shape, -1)
+    gathered = proj_rows.index_select(0, rows.reshape(-1)).view(*rows.shape, proj_rows.shape[1])
     x = gathered + F.linear(feats, w_rel, b1)  # (T, B, q, N1)
     if not weights:
         return (x * wts.to(dt).unsqueeze(-1)).sum(dim=0)

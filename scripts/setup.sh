@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Fresh-machine setup: pinned CPU torch (a bare `torch` would pull GBs of CUDA wheels),
+# build tools, test tools, then the package with its C++ extension (CUDA too when present).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_PIN=${FASTLIIF_TORCH:-torch==2.13.0}
+"$PY" -m pip install --quiet --disable-pip-version-check "$TORCH_PIN"
+"$PY" -m pip install --quiet --disable-pip-version-check \
+    "setuptools>=64" wheel ninja pybind11 numpy tqdm pytest pytest-benchmark matplotlib
+"$PY" -m pip install --quiet --disable-pip-version-check --no-build-isolation -e .
+"$PY" -m fastliif.env
