@@ -215,29 +215,56 @@ void check_inputs(const at::Tensor& proj, const at::Tensor& coord,
   }
 }
 
+// Checked operands in the layout the kernels read (contiguous, w_rel transposed), with
+// internal ATen calls kept out of autograd.
+struct Operands {
+  at::Tensor proj, coord, cell, w_rel_t, b1;  // cell undefined without cell_decode
+  std::vector<at::Tensor> weights, biases;
+  bool ensemble, cell_decode;
+  int64_t B, Q, n1, out_dim;
+
+  Operands(const at::Tensor& proj_in, const at::Tensor& coord_in,
+           const std::optional<at::Tensor>& cell_in, const at::Tensor& w_rel,
+           const at::Tensor& b1_in, at::TensorList weights_in, at::TensorList biases_in,
+           bool local_ensemble, bool decode_cell) {
+    check_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights_in, biases_in, decode_cell);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    proj = proj_in.contiguous();
+    coord = coord_in.contiguous();
+    if (decode_cell) cell = cell_in->contiguous();
+    w_rel_t = w_rel.t().contiguous();
+    b1 = b1_in.contiguous();
+    for (const auto& W : weights_in) weights.push_back(W.contiguous());
+    for (const auto& b : biases_in) biases.push_back(b.contiguous());
+    ensemble = local_ensemble;
+    cell_decode = decode_cell;
+    B = proj.size(0);
+    Q = coord.size(1);
+    n1 = proj.size(3);
+    out_dim = weights.empty() ? n1 : weights.back().size(0);
+  }
+};
+
 template <typename T>
-Problem<T> make_problem(const at::Tensor& proj, const at::Tensor& coord,
-                        const std::optional<at::Tensor>& cell, const at::Tensor& w_rel_t,
-                        const at::Tensor& b1, at::TensorList weights, at::TensorList biases,
-                        bool ensemble, bool cell_decode) {
+Problem<T> make_problem(const Operands& o) {
   Problem<T> p;
-  p.proj = proj.data_ptr<T>();
-  p.coord = coord.data_ptr<T>();
-  p.cell = cell_decode ? cell->data_ptr<T>() : nullptr;
-  p.w_rel_t = w_rel_t.data_ptr<T>();
-  p.b1 = b1.data_ptr<T>();
-  for (const auto& W : weights) p.weights.push_back(W.contiguous());
-  for (const auto& b : biases) p.biases.push_back(b.contiguous());
-  p.B = proj.size(0);
-  p.h = proj.size(1);
-  p.w = proj.size(2);
-  p.n1 = proj.size(3);
-  p.Q = coord.size(1);
-  p.nrel = cell_decode ? 4 : 2;
-  p.out_dim = weights.empty() ? p.n1 : weights.back().size(0);
-  p.ensemble = ensemble;
-  p.nc = ensemble ? 4 : 1;
-  p.opts = proj.options();
+  p.proj = o.proj.data_ptr<T>();
+  p.coord = o.coord.data_ptr<T>();
+  p.cell = o.cell_decode ? o.cell.data_ptr<T>() : nullptr;
+  p.w_rel_t = o.w_rel_t.data_ptr<T>();
+  p.b1 = o.b1.data_ptr<T>();
+  p.weights = o.weights;
+  p.biases = o.biases;
+  p.B = o.B;
+  p.h = o.proj.size(1);
+  p.w = o.proj.size(2);
+  p.n1 = o.n1;
+  p.Q = o.Q;
+  p.nrel = o.cell_decode ? 4 : 2;
+  p.out_dim = o.out_dim;
+  p.ensemble = o.ensemble;
+  p.nc = o.ensemble ? 4 : 1;
+  p.opts = o.proj.options();
   return p;
 }
 
@@ -246,21 +273,16 @@ at::Tensor liif_query_core_cpu(const at::Tensor& proj_in, const at::Tensor& coor
                                const at::Tensor& w_rel, const at::Tensor& b1_in,
                                at::TensorList weights, at::TensorList biases,
                                bool local_ensemble, bool cell_decode) {
-  check_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, cell_decode);
+  const Operands o(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, local_ensemble,
+                   cell_decode);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls are not recorded
-  const at::Tensor proj = proj_in.contiguous(), coord = coord_in.contiguous();
-  const at::Tensor b1 = b1_in.contiguous(), w_rel_t = w_rel.t().contiguous();
-  std::optional<at::Tensor> cell;
-  if (cell_decode) cell = cell_in->contiguous();
-  const int64_t B = proj.size(0), Q = coord.size(1);
-  const int64_t out_dim = weights.empty() ? proj.size(3) : weights.back().size(0);
-  at::Tensor out = at::empty({B, Q, out_dim}, proj.options());
+  const int64_t B = o.B, Q = o.Q, out_dim = o.out_dim;
+  at::Tensor out = at::empty({B, Q, out_dim}, o.proj.options());
   if (B * Q == 0) return out;
   at::Tensor out2d = out.view({B * Q, out_dim});
 
-  AT_DISPATCH_FLOATING_TYPES(proj.scalar_type(), "liif_query_core_cpu", [&] {
-    const auto p = make_problem<scalar_t>(proj, coord, cell, w_rel_t, b1, weights, biases,
-                                          local_ensemble, cell_decode);
+  AT_DISPATCH_FLOATING_TYPES(o.proj.scalar_type(), "liif_query_core_cpu", [&] {
+    const auto p = make_problem<scalar_t>(o);
     const int64_t ntiles = (B * Q + kTile - 1) / kTile;
     at::parallel_for(0, ntiles, 1, [&](int64_t begin, int64_t end) {
       at::AutoDispatchBelowADInplaceOrView below_autograd;  // thread-local: set per worker
@@ -287,15 +309,12 @@ liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& pr
                              const at::Tensor& w_rel, const at::Tensor& b1_in,
                              at::TensorList weights, at::TensorList biases, bool local_ensemble,
                              bool cell_decode) {
-  check_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, cell_decode);
+  const Operands o(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, local_ensemble,
+                   cell_decode);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls are not recorded
-  const at::Tensor proj = proj_in.contiguous(), coord = coord_in.contiguous();
-  const at::Tensor b1 = b1_in.contiguous(), w_rel_t = w_rel.t().contiguous();
-  std::optional<at::Tensor> cell;
-  if (cell_decode) cell = cell_in->contiguous();
-  const int64_t B = proj.size(0), Q = coord.size(1), n1 = proj.size(3);
+  const at::Tensor& proj = o.proj;
+  const int64_t B = o.B, Q = o.Q, n1 = o.n1, out_dim = o.out_dim;
   const int64_t nrel = cell_decode ? 4 : 2, nl = static_cast<int64_t>(weights.size());
-  const int64_t out_dim = nl == 0 ? n1 : weights.back().size(0);
   TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == B && grad_out_in.size(1) == Q &&
                   grad_out_in.size(2) == out_dim,
               "liif_query_core_backward: grad_out must be (", B, ", ", Q, ", ", out_dim, ")");
@@ -311,8 +330,7 @@ liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& pr
 
   AT_DISPATCH_FLOATING_TYPES(proj.scalar_type(), "liif_query_core_backward_cpu", [&] {
     using T = scalar_t;
-    const auto p = make_problem<T>(proj, coord, cell, w_rel_t, b1, weights, biases,
-                                   local_ensemble, cell_decode);
+    const auto p = make_problem<T>(o);
     const int64_t ntiles = (B * Q + kTile - 1) / kTile;
     at::parallel_for(0, ntiles, 1, [&](int64_t begin, int64_t end) {
       at::AutoDispatchBelowADInplaceOrView below_autograd;  // thread-local: set per worker
@@ -412,7 +430,7 @@ liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& pr
   };
   at::Tensor grad_proj = reduce(g_proj, proj).view(proj.sizes());
   at::Tensor grad_wrel = reduce(g_wrel, w_rel);
-  at::Tensor grad_b1 = reduce(g_b1, b1);
+  at::Tensor grad_b1 = reduce(g_b1, o.b1);
   std::vector<at::Tensor> grad_w, grad_b;
   for (int64_t l = 0; l < nl; ++l) {
     std::vector<at::Tensor> pw, pb;
