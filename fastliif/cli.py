@@ -26,9 +26,9 @@ def main(argv=None):
         if args.scale <= 0:
             parser.error("--scale must be > 0")
         rows = run(args.size, args.scale, args.batch, args.sample_q, args.rounds, backends=args.backend)
-        worst = max(row[2] for row in rows)
-        if worst > 1e-5:
-            print(f"fused results differ from the reference (relative L2 error {worst:.2e})", file=sys.stderr)
+        failed = [f"{case} / {impl}" for case, impl, _, passed, _, _ in rows if not passed]
+        if failed:
+            print("fused results outside 2x the reference's own fp32 error: " + ", ".join(failed), file=sys.stderr)
             return 1
         return 0
     if args.command == "env":

@@ -192,26 +192,27 @@ def grads(fn, inputs, grad_out):
     return torch.autograd.grad(out, inputs, grad_out, allow_unused=False)
 
 
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-11)], ids=["fp32", "fp64"])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "unfold%d-ens%d-cell%d" % f)
 @pytest.mark.parametrize("B,C,h,w,Q,hidden", [(2, 4, 3, 5, 301, [24, 20, 16]), (1, 2, 1, 1, 50, [16]),
                                               (3, 3, 6, 4, 140, [])])
-def test_backward_matches_reference(backend, flags, B, C, h, w, Q, hidden):
+def test_backward_matches_reference(backend, flags, B, C, h, w, Q, hidden, dtype, tol):
     torch.manual_seed(hash((B, C, h, w, Q, flags, len(hidden))) % 2**31)
     feat_unfold, local_ensemble, cell_decode = flags
-    feat = torch.randn(B, C, h, w, requires_grad=True)
-    coord, cell = random_queries(B, Q, torch.float32, -1.1, 1.1, h=h)
-    mlp = make_mlp(C, hidden, flags)
+    feat = torch.randn(B, C, h, w, dtype=dtype, requires_grad=True)
+    coord, cell = random_queries(B, Q, dtype, -1.1, 1.1, h=h)
+    mlp = make_mlp(C, hidden, flags, dtype)
     weights, biases = params(mlp)
     inputs = [feat, *weights, *biases]
-    g = torch.randn(B, Q, 3)
+    g = torch.randn(B, Q, 3, dtype=dtype)
     ref = grads(lambda: query_rgb_reference(feat, coord, cell, mlp, *flags), inputs, g)
     out = grads(lambda: liif_query(feat, coord, cell, weights, biases, feat_unfold=feat_unfold,
                                    local_ensemble=local_ensemble, cell_decode=cell_decode, backend=backend),
                 inputs, g)
     names = ["feat"] + [f"W{i}" for i in range(len(weights))] + [f"b{i}" for i in range(len(biases))]
     for name, a, b in zip(names, out, ref):
-        assert_grad_close(a, b, 1e-5, f"grad {name}")
+        assert_grad_close(a, b, tol, f"grad {name}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
