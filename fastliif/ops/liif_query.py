@@ -109,19 +109,4 @@ def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_en
                             local_ensemble, cell_decode)
 
 
-def liif_query_flops(num_queries, feat_shape, hidden, out_dim=3, feat_unfold=True, local_ensemble=True,
-                     cell_decode=True):
-    """(reference, fused) multiply-adds of one query pass, as DESIGN.md section 4 counts them."""
-    B, C, h, w = feat_shape
-    corners = 4 if local_ensemble else 1
-    in_dim = C * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
-    dims = [in_dim] + list(hidden) + [out_dim]
-    ref = num_queries * corners * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
-    hidden_macs = sum(a * b for a, b in zip(dims[1:-2], dims[2:-1]))
-    fused = (num_queries * corners * (hidden_macs + dims[1] * (in_dim - C * (9 if feat_unfold else 1)))
-             + num_queries * dims[-2] * dims[-1]
-             + B * h * w * dims[1] * C * (9 if feat_unfold else 1))
-    return ref, fused
-
-
-__all__ = ["liif_query", "project_features", "liif_query_flops"]
+__all__ = ["liif_query", "project_features"]
