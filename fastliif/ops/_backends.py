@@ -1,9 +1,12 @@
 """Backend names, availability and the `auto` choice for each op."""
+import os
+
 import torch
 
 from .. import _ext
 
 BACKENDS = ("torch", "cpu", "triton", "cuda")
+TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def availability():
@@ -12,9 +15,23 @@ def availability():
     return {
         "torch": (True, "pure PyTorch, always available"),
         "cpu": (_ext.HAS_EXT, ext_reason),
-        "triton": (False, "Triton kernels are not implemented yet"),
+        "triton": _triton_status(),
         "cuda": (False, "CUDA kernels are not implemented yet"),
     }
+
+
+def triton_interpreting():
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _triton_status():
+    if not _ext.has_triton():
+        return False, "triton is not installed"
+    if triton_interpreting():
+        return True, "Triton interpreter (TRITON_INTERPRET=1): CPU tensors, fp32, for testing"
+    if torch.cuda.is_available():
+        return True, "Triton kernels for CUDA tensors"
+    return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on CPU for testing)"
 
 
 def resolve(backend, device, dtype):
@@ -25,10 +42,17 @@ def resolve(backend, device, dtype):
     if backend == "auto":
         if device.type == "cpu" and avail["cpu"][0] and dtype in (torch.float32, torch.float64):
             return "cpu"
+        if device.type == "cuda" and avail["triton"][0] and dtype in TRITON_DTYPES:
+            return "triton"
         return "torch"
     ok, reason = avail[backend]
     if not ok:
         raise RuntimeError(f"backend {backend!r} is not available: {reason}")
+    if backend == "triton":
+        if device.type != "cuda" and not (device.type == "cpu" and triton_interpreting()):
+            raise ValueError(f"backend 'triton' needs CUDA tensors (CPU only under TRITON_INTERPRET=1), got {device}")
+        if dtype not in TRITON_DTYPES:
+            raise TypeError(f"backend 'triton' supports float32, bfloat16 and float16, got {dtype}")
     if backend == "cpu":
         if device.type != "cpu":
             raise ValueError(f"backend 'cpu' needs CPU tensors, got {device}")

@@ -75,8 +75,46 @@ def project_features(feat, w_feat, feat_unfold):
     return torch.matmul(feat.permute(0, 2, 3, 1), w_feat.t())
 
 
+def dot_precision(dtype, device, precision=None):
+    """tl.dot operand precision following PyTorch's knobs; ``precision`` overrides.
+
+    IEEE fp32 by default; TF32 when torch.get_float32_matmul_precision() != "highest" or
+    torch.backends.cuda.matmul.allow_tf32; bf16/fp16 operands (fp32 accumulation) under
+    autocast or for bf16/fp16 inputs.
+    """
+    choices = ("ieee", "tf32", "bf16", "fp16")
+    if precision is not None:
+        if precision not in choices:
+            raise ValueError(f"liif_query: precision must be one of {choices}, got {precision!r}")
+        return precision
+    if dtype in (torch.bfloat16, torch.float16):
+        return "bf16" if dtype == torch.bfloat16 else "fp16"
+    if device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+        return "bf16" if torch.get_autocast_dtype("cuda") == torch.bfloat16 else "fp16"
+    if torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "ieee"
+
+
+def _query_triton(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, precision):
+    from ..kernels.liif_query import liif_query_triton  # imported only when used
+    from ._liif_torch import corner_geometry
+
+    B, h, w, _ = proj.shape
+    Q = coord.shape[1]
+    cells, rel, wts = corner_geometry(coord, h, w, local_ensemble)
+    nc = cells.shape[0]
+    rows = (cells + (torch.arange(B, device=coord.device) * (h * w)).view(1, B, 1)).reshape(nc, B * Q)
+    relcell = None
+    if cell is not None:
+        relcell = (cell * torch.tensor([h, w], device=cell.device, dtype=cell.dtype)).reshape(B * Q, 2)
+    geometry = (rows, rel.reshape(nc, B * Q, 2), wts.reshape(nc, B * Q))
+    out = liif_query_triton(proj, geometry, relcell, w_rel, b1, weights, biases, precision)
+    return out.view(B, Q, -1)
+
+
 def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_ensemble=True,
-               cell_decode=True, backend="auto"):
+               cell_decode=True, backend="auto", precision=None):
     """Fused LIIF query: same numbers as the official ``LIIF.query_rgb``.
 
     Args:
@@ -87,7 +125,9 @@ def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_en
         weights, biases: the decoder MLP's Linear parameters in PyTorch layout, first to
             last, ReLU between layers; weights[0] has C*9 (C without unfolding) + 2 (+ 2)
             input columns.
-        backend: "auto" | "torch" | "cpu" (| "triton" | "cuda" when available).
+        backend: "auto" | "torch" | "cpu" | "triton" (| "cuda" when available).
+        precision: triton backend only: "ieee" | "tf32" | "bf16" | "fp16"; default follows
+            PyTorch's matmul-precision and autocast settings (see dot_precision).
 
     Returns (B, Q, out_dim). Gradients flow to feat, weights and biases; coord and cell
     receive none (documented: no LIIF training recipe needs them).
@@ -102,6 +142,9 @@ def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_en
     # coord and cell are treated as constants by every backend (no gradient, documented)
     coord = coord.detach()
     cell = cell.detach() if cell_decode else None
+    if name == "triton":
+        return _query_triton(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:], local_ensemble,
+                             dot_precision(feat.dtype, feat.device, precision))
     if name == "cpu":
         return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
                                                   local_ensemble, cell_decode)
@@ -109,4 +152,4 @@ def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_en
                             local_ensemble, cell_decode)
 
 
-__all__ = ["liif_query", "project_features"]
+__all__ = ["liif_query", "project_features", "dot_precision"]

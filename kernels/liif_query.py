@@ -1,0 +1,336 @@
+"""Triton kernels of the fused LIIF query (DESIGN.md section 4), forward and backward.
+
+One program owns a tile of BQ queries at a time (persistent loop over tiles). Per corner it
+gathers the projected-feature rows P[row] (B*h*w, H), adds the rank-2/4 rel_coord/rel_cell
+term and the bias, then runs the hidden layers with tl.dot, streaming the weights in
+(BN x BK) chunks; the area-weighted last hidden state accumulates in registers and the
+last layer runs once per query. Layer activations of the tile live in a small per-program
+scratch buffer (K-chunks of an activation cannot be sliced out of registers); it is sized
+by the number of programs, not by Q, and stays in L2 on a GPU.
+
+Backward recomputes the tile's forward into scratch, backpropagates layer by layer for all
+corners together, adds weight/bias gradients with atomics once per tile and scatters the
+first-layer gradient into dP with atomic adds; conv2d's backward then gives d(feat).
+
+Nearest-cell indices, rel_coord and the ensemble weights come from a small side pass
+(fastliif.ops._liif_torch.corner_geometry, 16 bytes per query-corner) that asks
+grid_sample itself, so ties round exactly as the reference does on every device.
+
+Requirements: all hidden layers of one width H (a power of two >= 16; LIIF: 256), at least
+one hidden layer, out_dim <= 16. Runs on CUDA tensors, or on CPU tensors under
+TRITON_INTERPRET=1 (fp32/fp64, small shapes) for testing.
+"""
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+OUT_P = 16  # last-layer width padded for tl.dot
+
+
+def interpreting():
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _dot(a, b, DOT: tl.constexpr):
+    """a @ b with fp32 accumulation: IEEE/TF32 fp32 operands, or bf16/fp16 operands."""
+    if DOT == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16), out_dtype=tl.float32)
+    elif DOT == "fp16":
+        return tl.dot(a.to(tl.float16), b.to(tl.float16), out_dtype=tl.float32)
+    else:
+        return tl.dot(a, b, input_precision=DOT, out_dtype=tl.float32)
+
+
+@triton.jit
+def _first_layer(P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N,
+                 H: tl.constexpr, CELL: tl.constexpr, NREL: tl.constexpr):
+    """relu(P[row] + W_rel @ [rel_y, rel_x(, cell_y, cell_x)] + b1) for corner t: [BQ, H]."""
+    cols = tl.arange(0, H)
+    row = tl.load(ROWS + t * N + q, mask=qmask, other=0)
+    ry = tl.load(REL + (t * N + q) * 2, mask=qmask, other=0.0).to(tl.float32)
+    rx = tl.load(REL + (t * N + q) * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
+    h = tl.load(P + row[:, None] * H + cols[None, :], mask=qmask[:, None], other=0.0).to(tl.float32)
+    h += tl.load(B1 + cols).to(tl.float32)[None, :]
+    h += ry[:, None] * tl.load(WREL + cols * NREL).to(tl.float32)[None, :]
+    h += rx[:, None] * tl.load(WREL + cols * NREL + 1).to(tl.float32)[None, :]
+    if CELL:
+        cy = tl.load(RELCELL + q * 2, mask=qmask, other=0.0).to(tl.float32)
+        cx = tl.load(RELCELL + q * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
+        h += cy[:, None] * tl.load(WREL + cols * NREL + 2).to(tl.float32)[None, :]
+        h += cx[:, None] * tl.load(WREL + cols * NREL + 3).to(tl.float32)[None, :]
+    return tl.maximum(h, 0.0)
+
+
+@triton.jit
+def _hidden_layer(SRC, DST, W, BIAS, H: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr,
+                  BK: tl.constexpr, DOT: tl.constexpr):
+    """DST[:, :] = relu(SRC @ W^T + b) for one [BQ, H] activation in scratch."""
+    r = tl.arange(0, BQ)
+    for n0 in tl.static_range(0, H, BN):
+        ncol = n0 + tl.arange(0, BN)
+        acc = tl.zeros((BQ, BN), dtype=tl.float32)
+        for k0 in tl.static_range(0, H, BK):
+            kcol = k0 + tl.arange(0, BK)
+            a = tl.load(SRC + r[:, None] * H + kcol[None, :])
+            w = tl.load(W + ncol[None, :] * H + kcol[:, None]).to(tl.float32)  # W^T chunk [BK, BN]
+            acc += _dot(a, w, DOT)
+        acc += tl.load(BIAS + ncol).to(tl.float32)[None, :]
+        tl.store(DST + r[:, None] * H + ncol[None, :], tl.maximum(acc, 0.0))
+
+
+@triton.jit
+def _liif_fwd_kernel(P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL, BL, OUT, SCRATCH,
+                     N, L, OUT_DIM, n_tiles,
+                     H: tl.constexpr, NC: tl.constexpr, CELL: tl.constexpr, NREL: tl.constexpr,
+                     BQ: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, OUT_PAD: tl.constexpr,
+                     DOT: tl.constexpr):
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    r = tl.arange(0, BQ)
+    cols = tl.arange(0, H)
+    ocol = tl.arange(0, OUT_PAD)
+    buf = SCRATCH + pid * (2 * BQ * H)  # ping-pong [2, BQ, H]
+    # last layer, transposed and zero-padded: [H, OUT_PAD]
+    wl_t = tl.load(WL + ocol[None, :] * H + cols[:, None], mask=ocol[None, :] < OUT_DIM, other=0.0).to(tl.float32)
+    bl = tl.load(BL + ocol, mask=ocol < OUT_DIM, other=0.0).to(tl.float32)
+    for tile in range(pid, n_tiles, nprog):
+        q = (tile * BQ + r).to(tl.int64)
+        qmask = q < N
+        mix = tl.zeros((BQ, H), dtype=tl.float32)
+        for t in tl.static_range(NC):
+            h = _first_layer(P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N, H, CELL, NREL)
+            tl.store(buf + r[:, None] * H + cols[None, :], h)
+            tl.debug_barrier()
+            for layer in range(L):
+                src = buf + (layer % 2) * (BQ * H)
+                dst = buf + ((layer + 1) % 2) * (BQ * H)
+                _hidden_layer(src, dst, WH + layer * H * H, BH + layer * H, H, BQ, BN, BK, DOT)
+                tl.debug_barrier()
+            last = tl.load(buf + (L % 2) * (BQ * H) + r[:, None] * H + cols[None, :])
+            wt = tl.load(WTS + t * N + q, mask=qmask, other=0.0).to(tl.float32)
+            mix += wt[:, None] * last
+            tl.debug_barrier()  # the next corner overwrites the scratch
+        out = _dot(mix, wl_t, DOT) + bl[None, :]
+        tl.store(OUT + q[:, None] * OUT_DIM + ocol[None, :], out.to(OUT.dtype.element_ty),
+                 mask=qmask[:, None] & (ocol[None, :] < OUT_DIM))
+
+
+@triton.jit
+def _liif_bwd_kernel(G, P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL,
+                     DP, DWREL, DB1, DWH, DBH, DWL, DBL, SCRATCH,
+                     N, L, OUT_DIM, n_tiles,
+                     H: tl.constexpr, NC: tl.constexpr, CELL: tl.constexpr, NREL: tl.constexpr,
+                     BQ: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, OUT_PAD: tl.constexpr,
+                     DOT: tl.constexpr):
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    r = tl.arange(0, BQ)
+    cols = tl.arange(0, H)
+    ocol = tl.arange(0, OUT_PAD)
+    act_stride = BQ * H
+    # scratch: activations act[t][l] (NC * (L+1) blocks), then dz ping-pong (2 * NC blocks)
+    act = SCRATCH + pid * ((NC * (L + 1) + 2 * NC) * act_stride)
+    dzb = act + NC * (L + 1) * act_stride
+    wl = tl.load(WL + ocol[:, None] * H + cols[None, :], mask=ocol[:, None] < OUT_DIM, other=0.0).to(tl.float32)
+    for tile in range(pid, n_tiles, nprog):
+        q = (tile * BQ + r).to(tl.int64)
+        qmask = q < N
+        # forward, keeping every activation of every corner
+        mix = tl.zeros((BQ, H), dtype=tl.float32)
+        for t in tl.static_range(NC):
+            base = act + t * (L + 1) * act_stride
+            h = _first_layer(P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N, H, CELL, NREL)
+            tl.store(base + r[:, None] * H + cols[None, :], h)
+            tl.debug_barrier()
+            for layer in range(L):
+                _hidden_layer(base + layer * act_stride, base + (layer + 1) * act_stride,
+                              WH + layer * H * H, BH + layer * H, H, BQ, BN, BK, DOT)
+                tl.debug_barrier()
+            last = tl.load(base + L * act_stride + r[:, None] * H + cols[None, :])
+            wt = tl.load(WTS + t * N + q, mask=qmask, other=0.0).to(tl.float32)
+            mix += wt[:, None] * last
+        # last layer: out = mix @ WL^T + bl
+        g = tl.load(G + q[:, None] * OUT_DIM + ocol[None, :], mask=qmask[:, None] & (ocol[None, :] < OUT_DIM),
+                    other=0.0).to(tl.float32)
+        omask = ocol < OUT_DIM
+        tl.atomic_add(DWL + ocol[:, None] * H + cols[None, :], _dot(tl.trans(g), mix, DOT),
+                      mask=omask[:, None])
+        tl.atomic_add(DBL + ocol, tl.sum(g, axis=0), mask=omask)
+        dmix = _dot(g, wl, DOT)  # [BQ, H]
+        # d(pre-activation) of the last hidden layer, per corner
+        for t in tl.static_range(NC):
+            last = tl.load(act + (t * (L + 1) + L) * act_stride + r[:, None] * H + cols[None, :])
+            wt = tl.load(WTS + t * N + q, mask=qmask, other=0.0).to(tl.float32)
+            dz = tl.where(last > 0.0, wt[:, None] * dmix, 0.0)
+            tl.store(dzb + t * act_stride + r[:, None] * H + cols[None, :], dz)
+        tl.debug_barrier()
+        # hidden layers, last to first: act[l+1] = relu(act[l] @ W_l^T + b_l)
+        for i in range(L):
+            layer = L - 1 - i
+            cur = dzb + (i % 2) * NC * act_stride
+            nxt = dzb + ((i + 1) % 2) * NC * act_stride
+            w_l = WH + layer * H * H
+            for n0 in tl.static_range(0, H, BN):
+                ncol = n0 + tl.arange(0, BN)
+                db = tl.zeros((BN,), dtype=tl.float32)
+                for k0 in tl.static_range(0, H, BK):
+                    kcol = k0 + tl.arange(0, BK)
+                    dw = tl.zeros((BN, BK), dtype=tl.float32)
+                    for t in tl.static_range(NC):
+                        dz = tl.load(cur + t * act_stride + r[:, None] * H + ncol[None, :])
+                        a = tl.load(act + (t * (L + 1) + layer) * act_stride + r[:, None] * H + kcol[None, :])
+                        dw += _dot(tl.trans(dz), a, DOT)
+                    tl.atomic_add(DWH + layer * H * H + ncol[:, None] * H + kcol[None, :], dw)
+                for t in tl.static_range(NC):
+                    db += tl.sum(tl.load(cur + t * act_stride + r[:, None] * H + ncol[None, :]), axis=0)
+                tl.atomic_add(DBH + layer * H + ncol, db)
+            for t in tl.static_range(NC):
+                for k0 in tl.static_range(0, H, BK):
+                    kcol = k0 + tl.arange(0, BK)
+                    acc = tl.zeros((BQ, BK), dtype=tl.float32)
+                    for n0 in tl.static_range(0, H, BN):
+                        ncol = n0 + tl.arange(0, BN)
+                        dz = tl.load(cur + t * act_stride + r[:, None] * H + ncol[None, :])
+                        w = tl.load(w_l + ncol[:, None] * H + kcol[None, :]).to(tl.float32)
+                        acc += _dot(dz, w, DOT)
+                    a = tl.load(act + (t * (L + 1) + layer) * act_stride + r[:, None] * H + kcol[None, :])
+                    tl.store(nxt + t * act_stride + r[:, None] * H + kcol[None, :], tl.where(a > 0.0, acc, 0.0))
+            tl.debug_barrier()
+        # first layer: scatter into dP, rel columns and bias
+        first = dzb + (L % 2) * NC * act_stride
+        db1 = tl.zeros((H,), dtype=tl.float32)
+        dwy = tl.zeros((H,), dtype=tl.float32)
+        dwx = tl.zeros((H,), dtype=tl.float32)
+        dcy = tl.zeros((H,), dtype=tl.float32)
+        dcx = tl.zeros((H,), dtype=tl.float32)
+        if CELL:
+            cy = tl.load(RELCELL + q * 2, mask=qmask, other=0.0).to(tl.float32)
+            cx = tl.load(RELCELL + q * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
+        for t in tl.static_range(NC):
+            dz = tl.load(first + t * act_stride + r[:, None] * H + cols[None, :])
+            dz = tl.where(qmask[:, None], dz, 0.0)
+            row = tl.load(ROWS + t * N + q, mask=qmask, other=0)
+            tl.atomic_add(DP + row[:, None] * H + cols[None, :], dz, mask=qmask[:, None])
+            ry = tl.load(REL + (t * N + q) * 2, mask=qmask, other=0.0).to(tl.float32)
+            rx = tl.load(REL + (t * N + q) * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
+            db1 += tl.sum(dz, axis=0)
+            dwy += tl.sum(dz * ry[:, None], axis=0)
+            dwx += tl.sum(dz * rx[:, None], axis=0)
+            if CELL:
+                dcy += tl.sum(dz * cy[:, None], axis=0)
+                dcx += tl.sum(dz * cx[:, None], axis=0)
+        tl.atomic_add(DB1 + cols, db1)
+        tl.atomic_add(DWREL + cols * NREL, dwy)
+        tl.atomic_add(DWREL + cols * NREL + 1, dwx)
+        if CELL:
+            tl.atomic_add(DWREL + cols * NREL + 2, dcy)
+            tl.atomic_add(DWREL + cols * NREL + 3, dcx)
+        tl.debug_barrier()  # the next tile overwrites the scratch
+
+
+def _launch_shape(n, device):
+    """(BQ, BN, BK, programs). One small configuration under the interpreter."""
+    if interpreting() or device.type != "cuda":
+        return 16, None, None, max(1, min(4, triton.cdiv(n, 16)))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    return 32, None, None, max(1, min(triton.cdiv(n, 32), 2 * sms))
+
+
+def _chunks(H):
+    b = min(H, 64)
+    return b, b
+
+
+def check_supported(n1, weights):
+    """Raises ValueError unless the MLP fits these kernels (see module docstring)."""
+    if len(weights) < 1:
+        raise ValueError("triton backend needs at least one hidden layer")
+    widths = [n1] + [W.shape[0] for W in weights[:-1]]
+    if any(w != n1 for w in widths):
+        raise ValueError(f"triton backend needs hidden layers of one width, got {widths}")
+    if n1 < 16 or n1 & (n1 - 1):
+        raise ValueError(f"triton backend needs a power-of-two hidden width >= 16, got {n1}")
+    if weights[-1].shape[0] > OUT_P:
+        raise ValueError(f"triton backend supports out_dim <= {OUT_P}, got {weights[-1].shape[0]}")
+
+
+def _stack_hidden(weights, biases, H, like):
+    if len(weights) > 1:
+        return torch.stack(list(weights[:-1])).contiguous(), torch.stack(list(biases[:-1])).contiguous()
+    return like.new_zeros((1, H, H)), like.new_zeros((1, H))
+
+
+def forward(proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl, bl, n_layers, precision):
+    """Host launcher: out (N, out_dim). rows/rel/wts: (NC, N[, 2]) corner geometry."""
+    NC, N = rows.shape
+    H = proj_rows.shape[1]
+    out_dim = wl.shape[0]
+    out = torch.empty((N, out_dim), device=proj_rows.device, dtype=proj_rows.dtype)
+    if N == 0:
+        return out
+    BQ, _, _, programs = _launch_shape(N, proj_rows.device)
+    BN, BK = _chunks(H)
+    scratch = torch.empty((programs, 2, BQ, H), device=proj_rows.device, dtype=torch.float32)
+    cell = relcell is not None
+    _liif_fwd_kernel[(programs,)](
+        proj_rows, rows, rel, wts, relcell if cell else rel, w_rel, b1, wh, bh, wl, bl, out, scratch,
+        N, n_layers, out_dim, triton.cdiv(N, BQ),
+        H=H, NC=NC, CELL=cell, NREL=w_rel.shape[1], BQ=BQ, BN=BN, BK=BK, OUT_PAD=OUT_P, DOT=precision)
+    return out
+
+
+def backward(grad_out, proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl, n_layers, precision):
+    """Host launcher: grads of (proj_rows, w_rel, b1, wh, bh, wl, bl), accumulated in fp32."""
+    NC, N = rows.shape
+    H = proj_rows.shape[1]
+    out_dim = wl.shape[0]
+    f32 = dict(device=proj_rows.device, dtype=torch.float32)
+    grads = [torch.zeros(t.shape, **f32) for t in (proj_rows, w_rel, b1, wh, bh, wl)]
+    grads.append(torch.zeros((out_dim,), **f32))
+    if N == 0:
+        return grads
+    BQ, _, _, programs = _launch_shape(N, proj_rows.device)
+    BN, BK = _chunks(H)
+    scratch = torch.empty((programs, NC * (n_layers + 1) + 2 * NC, BQ, H), **f32)
+    cell = relcell is not None
+    _liif_bwd_kernel[(programs,)](
+        grad_out.contiguous(), proj_rows, rows, rel, wts, relcell if cell else rel, w_rel, b1, wh, bh, wl,
+        *grads, scratch,
+        N, n_layers, out_dim, triton.cdiv(N, BQ),
+        H=H, NC=NC, CELL=cell, NREL=w_rel.shape[1], BQ=BQ, BN=BN, BK=BK, OUT_PAD=OUT_P, DOT=precision)
+    return grads
+
+
+class LiifQueryTriton(torch.autograd.Function):
+    """Autograd wrapper: inputs are flattened rows and the decoder parameters."""
+
+    @staticmethod
+    def forward(ctx, proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl, bl, n_layers, precision):
+        ctx.save_for_backward(proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl)
+        ctx.n_layers, ctx.precision = n_layers, precision
+        return forward(proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl, bl, n_layers, precision)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl = ctx.saved_tensors
+        g = backward(grad_out, proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl,
+                     ctx.n_layers, ctx.precision)
+        dt = proj_rows.dtype
+        g = [x.to(dt) for x in g]
+        return (g[0], None, None, None, None, g[1], g[2], g[3], g[4], g[5], g[6], None, None)
+
+
+def liif_query_triton(proj, geometry, relcell, w_rel, b1, weights, biases, precision):
+    """proj (B, h, w, H); geometry = (rows, rel, wts) each (NC, N[, 2]); returns (N, out_dim)."""
+    B, h, w, H = proj.shape
+    check_supported(H, weights)
+    rows, rel, wts = geometry
+    wh, bh = _stack_hidden(weights, biases, H, proj)
+    n_layers = len(weights) - 1
+    return LiifQueryTriton.apply(
+        proj.reshape(B * h * w, H).contiguous(), rows.contiguous(), rel.contiguous(), wts.contiguous(),
+        None if relcell is None else relcell.contiguous(), w_rel.contiguous(), b1.contiguous(), wh, bh,
+        weights[-1].contiguous(), biases[-1].contiguous(), n_layers, precision)
