@@ -8,5 +8,8 @@ TORCH_PIN=${FASTLIIF_TORCH:-torch==2.13.0}
 "$PY" -m pip install --quiet --disable-pip-version-check "$TORCH_PIN"
 "$PY" -m pip install --quiet --disable-pip-version-check \
     "setuptools>=64" wheel ninja pybind11 numpy tqdm pytest pytest-benchmark matplotlib
+# Triton: kernels on GPUs, and on CPU through its interpreter for the tests. A GPU machine's
+# torch already brings a matching Triton: leave that one alone.
+"$PY" -c "import triton" 2>/dev/null || "$PY" -m pip install --quiet --disable-pip-version-check triton
 "$PY" -m pip install --quiet --disable-pip-version-check --no-build-isolation -e .
 "$PY" -m fastliif.env

@@ -124,7 +124,26 @@ def test_import_does_not_import_triton_real(tmp_path):
     assert out.strip() == "False"
 
 
-@pytest.mark.parametrize("backend", ["triton", "cuda"])
+def test_triton_without_gpu_or_interpreter_is_clear(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: triton is available")
+    out = run_python(textwrap.dedent("""
+        import torch, fastliif
+        ok, reason = fastliif.ops.availability()["triton"]
+        print(ok)
+        feat = torch.randn(1, 2, 3, 4)
+        coord = torch.rand(1, 5, 2) * 2 - 1
+        try:
+            fastliif.ops.liif_query(feat, coord, coord, [torch.randn(3, 22)], [torch.randn(3)], backend="triton")
+        except RuntimeError as exc:
+            print(exc)
+    """), env_extra={"TRITON_INTERPRET": "0"}, cwd=str(tmp_path))
+    assert out.splitlines()[0] == "False"
+    assert "backend 'triton' is not available" in out
+
+
+@pytest.mark.parametrize("backend", ["cuda"])
 def test_unavailable_backend_is_clear(backend):
     import torch
 

@@ -1,5 +1,5 @@
 """Functional ops with autograd and backend choice."""
 from ._backends import BACKENDS, availability
-from .liif_query import liif_query, project_features
+from .liif_query import dot_precision, liif_query, project_features
 
-__all__ = ["liif_query", "project_features", "availability", "BACKENDS"]
+__all__ = ["liif_query", "project_features", "dot_precision", "availability", "BACKENDS"]

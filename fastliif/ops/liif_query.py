@@ -7,7 +7,7 @@ from ._backends import resolve
 from ._liif_torch import liif_query_torch
 
 
-def _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode):
+def _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode, mixed_ok=False):
     def fail(msg, exc=ValueError):
         raise exc(f"liif_query: {msg}")
 
@@ -47,7 +47,7 @@ def _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode):
         tensors[f"weights[{i}]"] = W
         tensors[f"biases[{i}]"] = b
     for name, t in tensors.items():
-        if t.dtype != feat.dtype:
+        if t.dtype != feat.dtype and not (mixed_ok and t.is_floating_point()):
             fail(f"{name} has dtype {t.dtype} but feat has {feat.dtype}: all inputs must share one dtype", TypeError)
         if t.device != feat.device:
             fail(f"{name} is on {t.device} but feat is on {feat.device}: all inputs must share one device")
@@ -110,7 +110,7 @@ def _query_triton(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble,
         relcell = (cell * torch.tensor([h, w], device=cell.device, dtype=cell.dtype)).reshape(B * Q, 2)
     geometry = (rows, rel.reshape(nc, B * Q, 2), wts.reshape(nc, B * Q))
     out = liif_query_triton(proj, geometry, relcell, w_rel, b1, weights, biases, precision)
-    return out.view(B, Q, -1)
+    return out.view(B, Q, out.shape[-1])
 
 
 def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_ensemble=True,
@@ -132,7 +132,32 @@ def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_en
     Returns (B, Q, out_dim). Gradients flow to feat, weights and biases; coord and cell
     receive none (documented: no LIIF training recipe needs them).
     """
-    weights, biases = _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode)
+    amp = torch.is_autocast_enabled(feat.device.type)
+    weights, biases = _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode, mixed_ok=amp)
+    if amp:  # autocast: reduced-precision operands, fp32 accumulation where the backend allows
+        amp_dtype = torch.get_autocast_dtype(feat.device.type)
+        with torch.autocast(feat.device.type, enabled=False):
+            return _liif_query_amp(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode,
+                                   backend, precision, amp_dtype)
+    return _liif_query(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode, backend,
+                       precision)
+
+
+def _liif_query_amp(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode, backend,
+                    precision, amp_dtype):
+    """Triton keeps fp32 storage and multiplies amp_dtype operands; other backends run in amp_dtype."""
+    name = resolve(backend, feat.device, amp_dtype)
+    if name == "triton":
+        cast = lambda t: t.float()  # noqa: E731
+        precision = precision or ("bf16" if amp_dtype == torch.bfloat16 else "fp16")
+    else:
+        cast = lambda t: t.to(amp_dtype)  # noqa: E731
+    out = _liif_query(cast(feat), coord.float(), None if cell is None else cell.float(), [cast(w) for w in weights],
+                      [cast(b) for b in biases], feat_unfold, local_ensemble, cell_decode, name, precision)
+    return out.to(amp_dtype)
+
+
+def _liif_query(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode, backend, precision):
     name = resolve(backend, feat.device, feat.dtype)
     C = feat.shape[1]
     n_feat = C * 9 if feat_unfold else C
