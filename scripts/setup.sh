@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_PIN=${FASTLIIF_TORCH:-torch==2.13.0}
-"$PY" -m pip install --quiet --disable-pip-version-check "$TORCH_PIN"
+# Keep a torch that is already there (a GPU machine's CUDA build); otherwise the pinned CPU wheel.
+if [ -n "${FASTLIIF_TORCH:-}" ] || ! "$PY" -c "import torch" 2>/dev/null; then
+    "$PY" -m pip install --quiet --disable-pip-version-check "$TORCH_PIN"
+fi
 "$PY" -m pip install --quiet --disable-pip-version-check \
     "setuptools>=64" wheel ninja pybind11 numpy tqdm pytest pytest-benchmark matplotlib
 # Triton: kernels on GPUs, and on CPU through its interpreter for the tests. A GPU machine's
