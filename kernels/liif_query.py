@@ -27,10 +27,21 @@ import triton
 import triton.language as tl
 
 OUT_P = 16  # last-layer width padded for tl.dot
+BQ_MAX = 64  # largest tile of queries among the configurations (sizes the scratch)
 
 
 def interpreting():
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def _configs():
+    """A handful of tile shapes on a GPU; exactly one under the interpreter (several crash it)."""
+    if interpreting():
+        return [triton.Config({"BQ": 16}, num_warps=4)]
+    return [triton.Config({"BQ": bq}, num_warps=w) for bq, w in ((16, 4), (32, 4), (32, 8), (64, 8))]
+
+
+GRADS = ["DP", "DWREL", "DB1", "DWH", "DBH", "DWL", "DBL"]  # zeroed before each autotune trial
 
 
 @triton.jit
@@ -81,18 +92,20 @@ def _hidden_layer(SRC, DST, W, BIAS, H: tl.constexpr, BQ: tl.constexpr, BN: tl.c
         tl.store(DST + r[:, None] * H + ncol[None, :], tl.maximum(acc, 0.0))
 
 
+@triton.autotune(configs=_configs(), key=["H", "NC", "L", "DOT"])
 @triton.jit
 def _liif_fwd_kernel(P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL, BL, OUT, SCRATCH,
-                     N, L, OUT_DIM, n_tiles,
+                     N, L, OUT_DIM, SCRATCH_STRIDE,
                      H: tl.constexpr, NC: tl.constexpr, CELL: tl.constexpr, NREL: tl.constexpr,
-                     BQ: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, OUT_PAD: tl.constexpr,
-                     DOT: tl.constexpr):
+                     BN: tl.constexpr, BK: tl.constexpr, OUT_PAD: tl.constexpr, DOT: tl.constexpr,
+                     BQ: tl.constexpr):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    n_tiles = tl.cdiv(N, BQ)
     r = tl.arange(0, BQ)
     cols = tl.arange(0, H)
     ocol = tl.arange(0, OUT_PAD)
-    buf = SCRATCH + pid * (2 * BQ * H)  # ping-pong [2, BQ, H]
+    buf = SCRATCH + pid * SCRATCH_STRIDE  # ping-pong [2, BQ, H]
     # last layer, transposed and zero-padded: [H, OUT_PAD]
     wl_t = tl.load(WL + ocol[None, :] * H + cols[:, None], mask=ocol[None, :] < OUT_DIM, other=0.0).to(tl.float32)
     bl = tl.load(BL + ocol, mask=ocol < OUT_DIM, other=0.0).to(tl.float32)
@@ -118,21 +131,23 @@ def _liif_fwd_kernel(P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL, BL, OUT, 
                  mask=qmask[:, None] & (ocol[None, :] < OUT_DIM))
 
 
+@triton.autotune(configs=_configs(), key=["H", "NC", "L", "DOT"], reset_to_zero=GRADS)
 @triton.jit
 def _liif_bwd_kernel(G, P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL,
                      DP, DWREL, DB1, DWH, DBH, DWL, DBL, SCRATCH,
-                     N, L, OUT_DIM, n_tiles,
+                     N, L, OUT_DIM, SCRATCH_STRIDE,
                      H: tl.constexpr, NC: tl.constexpr, CELL: tl.constexpr, NREL: tl.constexpr,
-                     BQ: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, OUT_PAD: tl.constexpr,
-                     DOT: tl.constexpr):
+                     BN: tl.constexpr, BK: tl.constexpr, OUT_PAD: tl.constexpr, DOT: tl.constexpr,
+                     BQ: tl.constexpr):
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
+    n_tiles = tl.cdiv(N, BQ)
     r = tl.arange(0, BQ)
     cols = tl.arange(0, H)
     ocol = tl.arange(0, OUT_PAD)
     act_stride = BQ * H
     # scratch: activations act[t][l] (NC * (L+1) blocks), then dz ping-pong (2 * NC blocks)
-    act = SCRATCH + pid * ((NC * (L + 1) + 2 * NC) * act_stride)
+    act = SCRATCH + pid * SCRATCH_STRIDE
     dzb = act + NC * (L + 1) * act_stride
     wl = tl.load(WL + ocol[:, None] * H + cols[None, :], mask=ocol[:, None] < OUT_DIM, other=0.0).to(tl.float32)
     for tile in range(pid, n_tiles, nprog):
@@ -206,6 +221,8 @@ def _liif_bwd_kernel(G, P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL,
         dwx = tl.zeros((H,), dtype=tl.float32)
         dcy = tl.zeros((H,), dtype=tl.float32)
         dcx = tl.zeros((H,), dtype=tl.float32)
+        cy = tl.zeros((BQ,), dtype=tl.float32)
+        cx = tl.zeros((BQ,), dtype=tl.float32)
         if CELL:
             cy = tl.load(RELCELL + q * 2, mask=qmask, other=0.0).to(tl.float32)
             cx = tl.load(RELCELL + q * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
@@ -231,12 +248,12 @@ def _liif_bwd_kernel(G, P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL,
         tl.debug_barrier()  # the next tile overwrites the scratch
 
 
-def _launch_shape(n, device):
-    """(BQ, BN, BK, programs). One small configuration under the interpreter."""
+def _programs(n, device):
+    """Persistent grid: enough programs to fill the GPU, never more than there are tiles."""
     if interpreting() or device.type != "cuda":
-        return 16, None, None, max(1, min(4, triton.cdiv(n, 16)))
+        return lambda meta: (max(1, min(4, triton.cdiv(n, meta["BQ"]))),), 4
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return 32, None, None, max(1, min(triton.cdiv(n, 32), 2 * sms))
+    return lambda meta: (max(1, min(triton.cdiv(n, meta["BQ"]), 2 * sms)),), 2 * sms
 
 
 def _chunks(H):
@@ -271,14 +288,15 @@ def forward(proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl, bl, n_lay
     out = torch.empty((N, out_dim), device=proj_rows.device, dtype=proj_rows.dtype)
     if N == 0:
         return out
-    BQ, _, _, programs = _launch_shape(N, proj_rows.device)
+    grid, max_programs = _programs(N, proj_rows.device)
     BN, BK = _chunks(H)
-    scratch = torch.empty((programs, 2, BQ, H), device=proj_rows.device, dtype=torch.float32)
+    stride = 2 * BQ_MAX * H
+    scratch = torch.empty((max_programs, stride), device=proj_rows.device, dtype=torch.float32)
     cell = relcell is not None
-    _liif_fwd_kernel[(programs,)](
+    _liif_fwd_kernel[grid](
         proj_rows, rows, rel, wts, relcell if cell else rel, w_rel, b1, wh, bh, wl, bl, out, scratch,
-        N, n_layers, out_dim, triton.cdiv(N, BQ),
-        H=H, NC=NC, CELL=cell, NREL=w_rel.shape[1], BQ=BQ, BN=BN, BK=BK, OUT_PAD=OUT_P, DOT=precision)
+        N, n_layers, out_dim, stride,
+        H=H, NC=NC, CELL=cell, NREL=w_rel.shape[1], BN=BN, BK=BK, OUT_PAD=OUT_P, DOT=precision)
     return out
 
 
@@ -292,15 +310,16 @@ def backward(grad_out, proj_rows, rows, rel, wts, relcell, w_rel, b1, wh, bh, wl
     grads.append(torch.zeros((out_dim,), **f32))
     if N == 0:
         return grads
-    BQ, _, _, programs = _launch_shape(N, proj_rows.device)
+    grid, max_programs = _programs(N, proj_rows.device)
     BN, BK = _chunks(H)
-    scratch = torch.empty((programs, NC * (n_layers + 1) + 2 * NC, BQ, H), **f32)
+    stride = (NC * (n_layers + 1) + 2 * NC) * BQ_MAX * H  # activations of every corner and layer + dz
+    scratch = torch.empty((max_programs, stride), **f32)
     cell = relcell is not None
-    _liif_bwd_kernel[(programs,)](
+    _liif_bwd_kernel[grid](
         grad_out.contiguous(), proj_rows, rows, rel, wts, relcell if cell else rel, w_rel, b1, wh, bh, wl,
         *grads, scratch,
-        N, n_layers, out_dim, triton.cdiv(N, BQ),
-        H=H, NC=NC, CELL=cell, NREL=w_rel.shape[1], BQ=BQ, BN=BN, BK=BK, OUT_PAD=OUT_P, DOT=precision)
+        N, n_layers, out_dim, stride,
+        H=H, NC=NC, CELL=cell, NREL=w_rel.shape[1], BN=BN, BK=BK, OUT_PAD=OUT_P, DOT=precision)
     return grads
 
 
