@@ -1,16 +1,7 @@
-// Schemas of the fastliif operators. Kernels register per device in csrc/cpu and csrc/cuda;
+// Schema of the fused LIIF query. Kernels register per device in csrc/cpu and csrc/cuda;
 // fake (meta) kernels and autograd are registered from Python (fastliif/ops/_library.py).
-#include <Python.h>
+// This file owns TORCH_LIBRARY(fastliif); the other ops add TORCH_LIBRARY_FRAGMENTs.
 #include <torch/library.h>
-
-extern "C" {
-// An importable module so that `import fastliif._C` loads the library and runs the
-// static TORCH_LIBRARY registrations; the ops themselves live under torch.ops.fastliif.
-PyObject* PyInit__C(void) {
-  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
-}
-}
 
 TORCH_LIBRARY(fastliif, m) {
   // proj: (B, h, w, N1) first-layer projection of the (unfolded) features, channels last.

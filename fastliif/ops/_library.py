@@ -40,6 +40,27 @@ def _core_backward(ctx, grad_out):
     return g_proj, None, None, g_wrel, g_b1, list(g_w), list(g_b), None, None
 
 
+def _dconv_fake(image, kernel, kernel_size, scale, per_channel):
+    N, C, H, W = image.shape
+    return image.new_empty((N, C, H * scale, W * scale))
+
+
+def _dconv_backward_fake(grad_out, image, kernel, kernel_size, scale, per_channel):
+    return image.new_empty(image.shape), kernel.new_empty(kernel.shape)
+
+
+def _dconv_setup_context(ctx, inputs, output):
+    image, kernel, kernel_size, scale, per_channel = inputs
+    ctx.args = (kernel_size, scale, per_channel)
+    ctx.save_for_backward(image, kernel)
+
+
+def _dconv_backward(ctx, grad_out):
+    image, kernel = ctx.saved_tensors
+    g_image, g_kernel = torch.ops.fastliif.dynamic_conv_backward(grad_out.contiguous(), image, kernel, *ctx.args)
+    return g_image, g_kernel, None, None, None
+
+
 def register():
     global REGISTERED
     if REGISTERED or not _ext.HAS_EXT:
@@ -47,6 +68,9 @@ def register():
     torch.library.register_fake("fastliif::liif_query_core")(_core_fake)
     torch.library.register_fake("fastliif::liif_query_core_backward")(_core_backward_fake)
     torch.library.register_autograd("fastliif::liif_query_core", _core_backward, setup_context=_core_setup_context)
+    torch.library.register_fake("fastliif::dynamic_conv")(_dconv_fake)
+    torch.library.register_fake("fastliif::dynamic_conv_backward")(_dconv_backward_fake)
+    torch.library.register_autograd("fastliif::dynamic_conv", _dconv_backward, setup_context=_dconv_setup_context)
     REGISTERED = True
 
 
