@@ -1,20 +1,29 @@
 """Swap fused kernels into existing models, in place, and back.
 
-A module is swapped when it has the official LIIF structure: an ``encoder`` module, an
-``imnet`` whose ``layers`` is a Linear/ReLU stack (or ``imnet = None``), boolean
-``feat_unfold``, ``local_ensemble`` and ``cell_decode`` and a ``query_rgb`` method. Its class
-does not matter. The swap binds a fused ``query_rgb`` on the instance: parameters stay
-the same objects (an existing optimizer keeps working) and state_dict keys do not change;
-``unswap`` removes the binding.
+Two kinds of module are swapped; their class does not matter, only their structure:
+
+* LIIF: an ``encoder`` module, an ``imnet`` whose ``layers`` is a Linear/ReLU stack (or
+  ``imnet = None``), boolean ``feat_unfold``, ``local_ensemble`` and ``cell_decode`` and a
+  ``query_rgb`` method. The swap binds a fused ``query_rgb`` on the instance.
+* UDVD's PixelConv: a module without parameters, buffers or children, with an integer
+  ``scale`` (>= 1), a boolean ``depthwise`` and a ``forward(feature, kernel)``. The swap binds
+  a fused ``forward`` (``fastliif.ops.dynamic_conv``) on the instance.
+
+Parameters stay the same objects (an existing optimizer keeps working) and state_dict keys do
+not change; ``unswap`` removes the binding.
 """
+import inspect
 import types
 
 import torch.nn as nn
 
 from .nn.liif import LIIF as FusedLIIF
 from .nn.liif import fused_query_rgb, mlp_linears
+from .nn.udvd import PixelConv as FusedPixelConv
+from .nn.udvd import fused_pixel_conv
 
-_MARK = "_fastliif_swapped"
+_MARK = "_fastliif_swapped"  # the backend of a swapped module
+_BOUND = "_fastliif_bound"  # the attribute bound on a swapped PixelConv ("forward"); absent for LIIF
 
 
 def is_liif_like(module):
@@ -30,21 +39,50 @@ def is_liif_like(module):
     return imnet is None or mlp_linears(imnet) is not None
 
 
+def is_pixel_conv_like(module):
+    if not isinstance(module, nn.Module) or isinstance(module, FusedPixelConv):
+        return False  # already fused
+    scale = getattr(module, "scale", None)
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        return False
+    if not isinstance(getattr(module, "depthwise", None), bool):
+        return False
+    if module._parameters or module._buffers or module._modules:
+        return False  # the fused forward would ignore them
+    try:
+        inspect.signature(module.forward).bind(None, None)  # forward(feature, kernel)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _swapped_query_rgb(self, coord, cell=None):
     return fused_query_rgb(self, coord, cell, backend=self.__dict__[_MARK])
 
 
+def _swapped_pixel_conv_forward(self, feature, kernel):
+    return fused_pixel_conv(feature, kernel, self.scale, self.depthwise, backend=self.__dict__[_MARK])
+
+
 def swap(model, backend="auto"):
-    """Replace the query of every LIIF-structured module in ``model`` with the fused op.
+    """Replace the query of every LIIF-structured module and the forward of every
+    PixelConv-structured module in ``model`` with the fused ops.
 
     Returns the names (as in ``named_modules``) of the modules swapped; ``""`` is the model.
     """
     swapped = []
     for name, module in model.named_modules():
-        if _MARK in module.__dict__ or not is_liif_like(module):
+        if _MARK in module.__dict__:
             continue
-        module.__dict__[_MARK] = backend
-        module.__dict__["query_rgb"] = types.MethodType(_swapped_query_rgb, module)
+        if is_liif_like(module):
+            module.__dict__[_MARK] = backend
+            module.__dict__["query_rgb"] = types.MethodType(_swapped_query_rgb, module)
+        elif is_pixel_conv_like(module) and "forward" not in module.__dict__:
+            module.__dict__[_MARK] = backend
+            module.__dict__[_BOUND] = "forward"
+            module.__dict__["forward"] = types.MethodType(_swapped_pixel_conv_forward, module)
+        else:
+            continue
         swapped.append(name)
     return swapped
 
@@ -55,6 +93,6 @@ def unswap(model):
     for name, module in model.named_modules():
         if _MARK in module.__dict__:
             del module.__dict__[_MARK]
-            module.__dict__.pop("query_rgb", None)
+            module.__dict__.pop(module.__dict__.pop(_BOUND, "query_rgb"), None)
             restored.append(name)
     return restored

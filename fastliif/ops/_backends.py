@@ -9,12 +9,19 @@ BACKENDS = ("torch", "cpu", "triton", "cuda")
 TRITON_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-def availability():
-    """{backend: (available, reason)} for the LIIF query op on this machine."""
-    ext_reason = "compiled extension fastliif._C loaded" if _ext.HAS_EXT else f"extension not built ({_ext.EXT_ERROR})"
+def _cpu_status(op):
+    if not _ext.HAS_EXT:
+        return False, f"extension not built ({_ext.EXT_ERROR})"
+    if not hasattr(torch.ops.fastliif, op):  # an extension built before this op existed
+        return False, f"the built extension has no {op} kernel: rebuild (pip install --no-build-isolation -e .)"
+    return True, "compiled extension fastliif._C loaded"
+
+
+def availability(op="liif_query"):
+    """{backend: (available, reason)} for ``op`` ("liif_query" or "dynamic_conv") on this machine."""
     return {
         "torch": (True, "pure PyTorch, always available"),
-        "cpu": (_ext.HAS_EXT, ext_reason),
+        "cpu": _cpu_status("liif_query_core" if op == "liif_query" else op),
         "triton": _triton_status(),
         "cuda": (False, "CUDA kernels are not implemented yet"),
     }
@@ -34,11 +41,11 @@ def _triton_status():
     return False, "no CUDA device (set TRITON_INTERPRET=1 to run the kernels on CPU for testing)"
 
 
-def resolve(backend, device, dtype):
+def resolve(backend, device, dtype, op="liif_query"):
     """The backend that will run for tensors on ``device`` of ``dtype``."""
     if backend not in BACKENDS + ("auto",):
         raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
-    avail = availability()
+    avail = availability(op)
     if backend == "auto":
         if device.type == "cpu" and avail["cpu"][0] and dtype in (torch.float32, torch.float64):
             return "cpu"

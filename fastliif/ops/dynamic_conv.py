@@ -69,7 +69,7 @@ def dynamic_conv(image, kernel, *, kernel_size, scale=1, mode="shared", backend=
     Returns (N, C, H*s, W*s). Gradients flow to both image and kernel.
     """
     _check(image, kernel, kernel_size, scale, mode)
-    name = resolve(backend, image.device, image.dtype)
+    name = resolve(backend, image.device, image.dtype, op="dynamic_conv")
     per_channel = mode == "per_channel"
     if name == "cpu":
         return torch.ops.fastliif.dynamic_conv(image, kernel, kernel_size, scale, per_channel)
