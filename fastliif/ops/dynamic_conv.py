@@ -16,9 +16,9 @@ def _check(image, kernel, kernel_size, scale, mode):
         fail(f"image must be a (N, C, H, W) tensor, got {getattr(image, 'shape', type(image))}")
     if not isinstance(kernel, torch.Tensor) or kernel.dim() != 4:
         fail(f"kernel must be a (N, K, H, W) tensor, got {getattr(kernel, 'shape', type(kernel))}")
-    if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         fail(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-    if not isinstance(scale, int) or scale < 1:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         fail(f"scale must be a positive integer, got {scale!r}")
     if mode not in MODES:
         fail(f"mode must be one of {MODES}, got {mode!r}")
