@@ -56,23 +56,30 @@ def _dot(a, b, DOT: tl.constexpr):
 
 
 @triton.jit
-def _first_layer(P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N,
-                 H: tl.constexpr, CELL: tl.constexpr, NREL: tl.constexpr):
-    """relu(P[row] + W_rel @ [rel_y, rel_x(, cell_y, cell_x)] + b1) for corner t: [BQ, H]."""
-    cols = tl.arange(0, H)
+def _first_layer(DST, P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N,
+                 H: tl.constexpr, BQ: tl.constexpr, BN: tl.constexpr, CELL: tl.constexpr,
+                 NREL: tl.constexpr):
+    """DST = relu(P[row] + W_rel @ [rel_y, rel_x(, cell_y, cell_x)] + b1) for corner t, in
+    column chunks of BN (no [BQ, H] tensor in registers)."""
+    r = tl.arange(0, BQ)
     row = tl.load(ROWS + t * N + q, mask=qmask, other=0)
     ry = tl.load(REL + (t * N + q) * 2, mask=qmask, other=0.0).to(tl.float32)
     rx = tl.load(REL + (t * N + q) * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
-    h = tl.load(P + row[:, None] * H + cols[None, :], mask=qmask[:, None], other=0.0).to(tl.float32)
-    h += tl.load(B1 + cols).to(tl.float32)[None, :]
-    h += ry[:, None] * tl.load(WREL + cols * NREL).to(tl.float32)[None, :]
-    h += rx[:, None] * tl.load(WREL + cols * NREL + 1).to(tl.float32)[None, :]
+    cy = tl.zeros((BQ,), dtype=tl.float32)
+    cx = tl.zeros((BQ,), dtype=tl.float32)
     if CELL:
         cy = tl.load(RELCELL + q * 2, mask=qmask, other=0.0).to(tl.float32)
         cx = tl.load(RELCELL + q * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
-        h += cy[:, None] * tl.load(WREL + cols * NREL + 2).to(tl.float32)[None, :]
-        h += cx[:, None] * tl.load(WREL + cols * NREL + 3).to(tl.float32)[None, :]
-    return tl.maximum(h, 0.0)
+    for n0 in range(0, H, BN):
+        c = n0 + tl.arange(0, BN)
+        h = tl.load(P + row[:, None] * H + c[None, :], mask=qmask[:, None], other=0.0).to(tl.float32)
+        h += tl.load(B1 + c).to(tl.float32)[None, :]
+        h += ry[:, None] * tl.load(WREL + c * NREL).to(tl.float32)[None, :]
+        h += rx[:, None] * tl.load(WREL + c * NREL + 1).to(tl.float32)[None, :]
+        if CELL:
+            h += cy[:, None] * tl.load(WREL + c * NREL + 2).to(tl.float32)[None, :]
+            h += cx[:, None] * tl.load(WREL + c * NREL + 3).to(tl.float32)[None, :]
+        tl.store(DST + r[:, None] * H + c[None, :], tl.maximum(h, 0.0))
 
 
 @triton.jit
@@ -80,10 +87,10 @@ def _hidden_layer(SRC, DST, W, BIAS, H: tl.constexpr, BQ: tl.constexpr, BN: tl.c
                   BK: tl.constexpr, DOT: tl.constexpr):
     """DST[:, :] = relu(SRC @ W^T + b) for one [BQ, H] activation in scratch."""
     r = tl.arange(0, BQ)
-    for n0 in tl.static_range(0, H, BN):
+    for n0 in range(0, H, BN):
         ncol = n0 + tl.arange(0, BN)
         acc = tl.zeros((BQ, BN), dtype=tl.float32)
-        for k0 in tl.static_range(0, H, BK):
+        for k0 in range(0, H, BK):
             kcol = k0 + tl.arange(0, BK)
             a = tl.load(SRC + r[:, None] * H + kcol[None, :])
             w = tl.load(W + ncol[None, :] * H + kcol[:, None]).to(tl.float32)  # W^T chunk [BK, BN]
@@ -103,32 +110,33 @@ def _liif_fwd_kernel(P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL, BL, OUT, 
     nprog = tl.num_programs(0)
     n_tiles = tl.cdiv(N, BQ)
     r = tl.arange(0, BQ)
-    cols = tl.arange(0, H)
     ocol = tl.arange(0, OUT_PAD)
+    omask = ocol < OUT_DIM
     buf = SCRATCH + pid * SCRATCH_STRIDE  # ping-pong [2, BQ, H]
-    # last layer, transposed and zero-padded: [H, OUT_PAD]
-    wl_t = tl.load(WL + ocol[None, :] * H + cols[:, None], mask=ocol[None, :] < OUT_DIM, other=0.0).to(tl.float32)
-    bl = tl.load(BL + ocol, mask=ocol < OUT_DIM, other=0.0).to(tl.float32)
     for tile in range(pid, n_tiles, nprog):
         q = (tile * BQ + r).to(tl.int64)
         qmask = q < N
-        mix = tl.zeros((BQ, H), dtype=tl.float32)
-        for t in tl.static_range(NC):
-            h = _first_layer(P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N, H, CELL, NREL)
-            tl.store(buf + r[:, None] * H + cols[None, :], h)
+        # the last layer is linear: out = sum_t sum_chunks (w_t * h_t[:, chunk]) @ WL[:, chunk]^T
+        out = tl.zeros((BQ, OUT_PAD), dtype=tl.float32)
+        for t in range(NC):
+            _first_layer(buf, P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N, H, BQ, BN, CELL, NREL)
             tl.debug_barrier()
             for layer in range(L):
                 src = buf + (layer % 2) * (BQ * H)
                 dst = buf + ((layer + 1) % 2) * (BQ * H)
                 _hidden_layer(src, dst, WH + layer * H * H, BH + layer * H, H, BQ, BN, BK, DOT)
                 tl.debug_barrier()
-            last = tl.load(buf + (L % 2) * (BQ * H) + r[:, None] * H + cols[None, :])
+            last = buf + (L % 2) * (BQ * H)
             wt = tl.load(WTS + t * N + q, mask=qmask, other=0.0).to(tl.float32)
-            mix += wt[:, None] * last
+            for n0 in range(0, H, BN):
+                c = n0 + tl.arange(0, BN)
+                h = tl.load(last + r[:, None] * H + c[None, :]) * wt[:, None]
+                wl_t = tl.load(WL + ocol[None, :] * H + c[:, None], mask=omask[None, :], other=0.0).to(tl.float32)
+                out += _dot(h, wl_t, DOT)
             tl.debug_barrier()  # the next corner overwrites the scratch
-        out = _dot(mix, wl_t, DOT) + bl[None, :]
+        out += tl.load(BL + ocol, mask=omask, other=0.0).to(tl.float32)[None, :]
         tl.store(OUT + q[:, None] * OUT_DIM + ocol[None, :], out.to(OUT.dtype.element_ty),
-                 mask=qmask[:, None] & (ocol[None, :] < OUT_DIM))
+                 mask=qmask[:, None] & omask[None, :])
 
 
 @triton.autotune(configs=_configs(), key=["H", "NC", "L", "DOT"], reset_to_zero=GRADS)
@@ -143,44 +151,40 @@ def _liif_bwd_kernel(G, P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL,
     nprog = tl.num_programs(0)
     n_tiles = tl.cdiv(N, BQ)
     r = tl.arange(0, BQ)
-    cols = tl.arange(0, H)
     ocol = tl.arange(0, OUT_PAD)
+    omask = ocol < OUT_DIM
     act_stride = BQ * H
     # scratch: activations act[t][l] (NC * (L+1) blocks), then dz ping-pong (2 * NC blocks)
     act = SCRATCH + pid * SCRATCH_STRIDE
     dzb = act + NC * (L + 1) * act_stride
-    wl = tl.load(WL + ocol[:, None] * H + cols[None, :], mask=ocol[:, None] < OUT_DIM, other=0.0).to(tl.float32)
     for tile in range(pid, n_tiles, nprog):
         q = (tile * BQ + r).to(tl.int64)
         qmask = q < N
         # forward, keeping every activation of every corner
-        mix = tl.zeros((BQ, H), dtype=tl.float32)
-        for t in tl.static_range(NC):
+        for t in range(NC):
             base = act + t * (L + 1) * act_stride
-            h = _first_layer(P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N, H, CELL, NREL)
-            tl.store(base + r[:, None] * H + cols[None, :], h)
+            _first_layer(base, P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N, H, BQ, BN, CELL, NREL)
             tl.debug_barrier()
             for layer in range(L):
                 _hidden_layer(base + layer * act_stride, base + (layer + 1) * act_stride,
                               WH + layer * H * H, BH + layer * H, H, BQ, BN, BK, DOT)
                 tl.debug_barrier()
-            last = tl.load(base + L * act_stride + r[:, None] * H + cols[None, :])
-            wt = tl.load(WTS + t * N + q, mask=qmask, other=0.0).to(tl.float32)
-            mix += wt[:, None] * last
-        # last layer: out = mix @ WL^T + bl
-        g = tl.load(G + q[:, None] * OUT_DIM + ocol[None, :], mask=qmask[:, None] & (ocol[None, :] < OUT_DIM),
+        # last layer, per column chunk: dWL += g^T @ mix, dmix = g @ WL, spread to the corners
+        g = tl.load(G + q[:, None] * OUT_DIM + ocol[None, :], mask=qmask[:, None] & omask[None, :],
                     other=0.0).to(tl.float32)
-        omask = ocol < OUT_DIM
-        tl.atomic_add(DWL + ocol[:, None] * H + cols[None, :], _dot(tl.trans(g), mix, DOT),
-                      mask=omask[:, None])
         tl.atomic_add(DBL + ocol, tl.sum(g, axis=0), mask=omask)
-        dmix = _dot(g, wl, DOT)  # [BQ, H]
-        # d(pre-activation) of the last hidden layer, per corner
-        for t in tl.static_range(NC):
-            last = tl.load(act + (t * (L + 1) + L) * act_stride + r[:, None] * H + cols[None, :])
-            wt = tl.load(WTS + t * N + q, mask=qmask, other=0.0).to(tl.float32)
-            dz = tl.where(last > 0.0, wt[:, None] * dmix, 0.0)
-            tl.store(dzb + t * act_stride + r[:, None] * H + cols[None, :], dz)
+        for n0 in range(0, H, BN):
+            c = n0 + tl.arange(0, BN)
+            wl = tl.load(WL + ocol[:, None] * H + c[None, :], mask=omask[:, None], other=0.0).to(tl.float32)
+            dmix = _dot(g, wl, DOT)  # [BQ, BN]
+            mix = tl.zeros((BQ, BN), dtype=tl.float32)
+            for t in range(NC):
+                last = tl.load(act + (t * (L + 1) + L) * act_stride + r[:, None] * H + c[None, :])
+                wt = tl.load(WTS + t * N + q, mask=qmask, other=0.0).to(tl.float32)
+                mix += wt[:, None] * last
+                dz = tl.where(last > 0.0, wt[:, None] * dmix, 0.0)
+                tl.store(dzb + t * act_stride + r[:, None] * H + c[None, :], dz)
+            tl.atomic_add(DWL + ocol[:, None] * H + c[None, :], _dot(tl.trans(g), mix, DOT), mask=omask[:, None])
         tl.debug_barrier()
         # hidden layers, last to first: act[l+1] = relu(act[l] @ W_l^T + b_l)
         for i in range(L):
@@ -188,63 +192,65 @@ def _liif_bwd_kernel(G, P, ROWS, REL, WTS, RELCELL, WREL, B1, WH, BH, WL,
             cur = dzb + (i % 2) * NC * act_stride
             nxt = dzb + ((i + 1) % 2) * NC * act_stride
             w_l = WH + layer * H * H
-            for n0 in tl.static_range(0, H, BN):
+            for n0 in range(0, H, BN):
                 ncol = n0 + tl.arange(0, BN)
                 db = tl.zeros((BN,), dtype=tl.float32)
-                for k0 in tl.static_range(0, H, BK):
+                for k0 in range(0, H, BK):
                     kcol = k0 + tl.arange(0, BK)
                     dw = tl.zeros((BN, BK), dtype=tl.float32)
-                    for t in tl.static_range(NC):
-                        dz = tl.load(cur + t * act_stride + r[:, None] * H + ncol[None, :])
+                    for t in range(NC):
+                        dzc = tl.load(cur + t * act_stride + r[:, None] * H + ncol[None, :])
                         a = tl.load(act + (t * (L + 1) + layer) * act_stride + r[:, None] * H + kcol[None, :])
-                        dw += _dot(tl.trans(dz), a, DOT)
+                        dw += _dot(tl.trans(dzc), a, DOT)
                     tl.atomic_add(DWH + layer * H * H + ncol[:, None] * H + kcol[None, :], dw)
-                for t in tl.static_range(NC):
+                for t in range(NC):
                     db += tl.sum(tl.load(cur + t * act_stride + r[:, None] * H + ncol[None, :]), axis=0)
                 tl.atomic_add(DBH + layer * H + ncol, db)
-            for t in tl.static_range(NC):
-                for k0 in tl.static_range(0, H, BK):
+            for t in range(NC):
+                for k0 in range(0, H, BK):
                     kcol = k0 + tl.arange(0, BK)
                     acc = tl.zeros((BQ, BK), dtype=tl.float32)
-                    for n0 in tl.static_range(0, H, BN):
+                    for n0 in range(0, H, BN):
                         ncol = n0 + tl.arange(0, BN)
-                        dz = tl.load(cur + t * act_stride + r[:, None] * H + ncol[None, :])
+                        dzc = tl.load(cur + t * act_stride + r[:, None] * H + ncol[None, :])
                         w = tl.load(w_l + ncol[:, None] * H + kcol[None, :]).to(tl.float32)
-                        acc += _dot(dz, w, DOT)
+                        acc += _dot(dzc, w, DOT)
                     a = tl.load(act + (t * (L + 1) + layer) * act_stride + r[:, None] * H + kcol[None, :])
                     tl.store(nxt + t * act_stride + r[:, None] * H + kcol[None, :], tl.where(a > 0.0, acc, 0.0))
             tl.debug_barrier()
-        # first layer: scatter into dP, rel columns and bias
+        # first layer, per column chunk: scatter into dP, rel columns and bias
         first = dzb + (L % 2) * NC * act_stride
-        db1 = tl.zeros((H,), dtype=tl.float32)
-        dwy = tl.zeros((H,), dtype=tl.float32)
-        dwx = tl.zeros((H,), dtype=tl.float32)
-        dcy = tl.zeros((H,), dtype=tl.float32)
-        dcx = tl.zeros((H,), dtype=tl.float32)
         cy = tl.zeros((BQ,), dtype=tl.float32)
         cx = tl.zeros((BQ,), dtype=tl.float32)
         if CELL:
             cy = tl.load(RELCELL + q * 2, mask=qmask, other=0.0).to(tl.float32)
             cx = tl.load(RELCELL + q * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
-        for t in tl.static_range(NC):
-            dz = tl.load(first + t * act_stride + r[:, None] * H + cols[None, :])
-            dz = tl.where(qmask[:, None], dz, 0.0)
-            row = tl.load(ROWS + t * N + q, mask=qmask, other=0)
-            tl.atomic_add(DP + row[:, None] * H + cols[None, :], dz, mask=qmask[:, None])
-            ry = tl.load(REL + (t * N + q) * 2, mask=qmask, other=0.0).to(tl.float32)
-            rx = tl.load(REL + (t * N + q) * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
-            db1 += tl.sum(dz, axis=0)
-            dwy += tl.sum(dz * ry[:, None], axis=0)
-            dwx += tl.sum(dz * rx[:, None], axis=0)
+        for n0 in range(0, H, BN):
+            c = n0 + tl.arange(0, BN)
+            db1 = tl.zeros((BN,), dtype=tl.float32)
+            dwy = tl.zeros((BN,), dtype=tl.float32)
+            dwx = tl.zeros((BN,), dtype=tl.float32)
+            dcy = tl.zeros((BN,), dtype=tl.float32)
+            dcx = tl.zeros((BN,), dtype=tl.float32)
+            for t in range(NC):
+                dz = tl.load(first + t * act_stride + r[:, None] * H + c[None, :])
+                dz = tl.where(qmask[:, None], dz, 0.0)
+                row = tl.load(ROWS + t * N + q, mask=qmask, other=0)
+                tl.atomic_add(DP + row[:, None] * H + c[None, :], dz, mask=qmask[:, None])
+                ry = tl.load(REL + (t * N + q) * 2, mask=qmask, other=0.0).to(tl.float32)
+                rx = tl.load(REL + (t * N + q) * 2 + 1, mask=qmask, other=0.0).to(tl.float32)
+                db1 += tl.sum(dz, axis=0)
+                dwy += tl.sum(dz * ry[:, None], axis=0)
+                dwx += tl.sum(dz * rx[:, None], axis=0)
+                if CELL:
+                    dcy += tl.sum(dz * cy[:, None], axis=0)
+                    dcx += tl.sum(dz * cx[:, None], axis=0)
+            tl.atomic_add(DB1 + c, db1)
+            tl.atomic_add(DWREL + c * NREL, dwy)
+            tl.atomic_add(DWREL + c * NREL + 1, dwx)
             if CELL:
-                dcy += tl.sum(dz * cy[:, None], axis=0)
-                dcx += tl.sum(dz * cx[:, None], axis=0)
-        tl.atomic_add(DB1 + cols, db1)
-        tl.atomic_add(DWREL + cols * NREL, dwy)
-        tl.atomic_add(DWREL + cols * NREL + 1, dwx)
-        if CELL:
-            tl.atomic_add(DWREL + cols * NREL + 2, dcy)
-            tl.atomic_add(DWREL + cols * NREL + 3, dcx)
+                tl.atomic_add(DWREL + c * NREL + 2, dcy)
+                tl.atomic_add(DWREL + c * NREL + 3, dcx)
         tl.debug_barrier()  # the next tile overwrites the scratch
 
 
