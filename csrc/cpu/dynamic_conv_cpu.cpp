@@ -47,37 +47,44 @@ inline void valid_range(int64_t W, int64_t dx, int64_t& lo, int64_t& hi) {
   hi = std::min<int64_t>(W, W - dx);
 }
 
+// Kernel row of (tap*s*s + sub) for channel c at row y (shared mode: the same for every c).
+// Loops below keep channels innermost: a kernel row is visited once per (tap, sub), not once
+// per channel — its s*s*k*k sibling rows are H*W apart and would thrash the cache if revisited.
+#define KROW(base, c, tapsub) \
+  ((base) + (n * g.kc + (g.per_channel ? (c) * g.taps : 0) + (tapsub)) * HW + y * W)
+
 template <typename T>
 void forward_rows(const Geometry& g, const T* img, const T* ker, T* out) {
   const int64_t H = g.H, W = g.W, s = g.s, ss = s * s, HW = H * W, Ws = W * s;
   at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(ss * W);
+    std::vector<T> acc(g.C * ss * W);  // [c][sub][x]
     for (int64_t ny = begin; ny < end; ++ny) {
       const int64_t n = ny / H, y = ny % H;
-      for (int64_t c = 0; c < g.C; ++c) {
-        std::fill(acc.begin(), acc.end(), T(0));
-        const T* kbase = ker + (n * g.kc + (g.per_channel ? c * g.taps : 0)) * HW + y * W;
-        for (int64_t a = 0; a < g.k; ++a) {
-          const int64_t yy = y + a - g.p;
-          if (yy < 0 || yy >= H) continue;
-          const T* irow = img + ((n * g.C + c) * H + yy) * W;
-          for (int64_t b = 0; b < g.k; ++b) {
-            const int64_t dx = b - g.p;
-            int64_t lo, hi;
-            valid_range(W, dx, lo, hi);
-            const int64_t tap = b * g.k + a;
-            for (int64_t sub = 0; sub < ss; ++sub) {
-              const T* __restrict krow = kbase + (tap * ss + sub) * HW;
-              T* __restrict arow = acc.data() + sub * W;
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t a = 0; a < g.k; ++a) {
+        const int64_t yy = y + a - g.p;
+        if (yy < 0 || yy >= H) continue;
+        for (int64_t b = 0; b < g.k; ++b) {
+          const int64_t dx = b - g.p;
+          int64_t lo, hi;
+          valid_range(W, dx, lo, hi);
+          const int64_t tap = b * g.k + a;
+          for (int64_t sub = 0; sub < ss; ++sub) {
+            for (int64_t c = 0; c < g.C; ++c) {
+              const T* __restrict krow = KROW(ker, c, tap * ss + sub);
+              const T* __restrict irow = img + ((n * g.C + c) * H + yy) * W;
+              T* __restrict arow = acc.data() + (c * ss + sub) * W;
               for (int64_t x = lo; x < hi; ++x) arow[x] += irow[x + dx] * krow[x];
             }
           }
         }
-        // pixel_shuffle on the way out: sub-pixel (i, j) of column x goes to x*s + j of row y*s + i
+      }
+      // pixel_shuffle on the way out: sub-pixel (i, j) of column x goes to x*s + j of row y*s + i
+      for (int64_t c = 0; c < g.C; ++c) {
         for (int64_t i = 0; i < s; ++i) {
           T* orow = out + ((n * g.C + c) * H * s + y * s + i) * Ws;
           for (int64_t j = 0; j < s; ++j) {
-            const T* arow = acc.data() + (i * s + j) * W;
+            const T* arow = acc.data() + (c * ss + i * s + j) * W;
             for (int64_t x = 0; x < W; ++x) orow[x * s + j] = arow[x];
           }
         }
@@ -86,43 +93,29 @@ void forward_rows(const Geometry& g, const T* img, const T* ker, T* out) {
   });
 }
 
-// The s*s sub-pixel rows of output row y (of one image plane) as contiguous rows of W:
-// sub[(i*s + j)*W + x] = plane[(y*s + i)*W*s + x*s + j] (the inverse of pixel_shuffle).
+// d(kernel): per (n, y) row, a dot over channels (shared) or per channel; each kernel-gradient
+// row is written exactly once. dsub is grad_out pixel-unshuffled to (N, C*s*s, H, W).
 template <typename T>
-inline void unshuffle_row(const T* plane, int64_t y, int64_t W, int64_t s, T* sub) {
-  for (int64_t i = 0; i < s; ++i) {
-    const T* row = plane + (y * s + i) * W * s;
-    for (int64_t j = 0; j < s; ++j) {
-      T* dst = sub + (i * s + j) * W;
-      for (int64_t x = 0; x < W; ++x) dst[x] = row[x * s + j];
-    }
-  }
-}
-
-// d(kernel): per (n, y) row, a dot over channels (shared) or per channel.
-template <typename T>
-void grad_kernel_rows(const Geometry& g, const T* img, const T* dout, T* dker) {
-  const int64_t H = g.H, W = g.W, s = g.s, ss = s * s, HW = H * W, Ws = W * s;
+void grad_kernel_rows(const Geometry& g, const T* img, const T* dsub, T* dker) {
+  const int64_t H = g.H, W = g.W, s = g.s, ss = s * s, HW = H * W;
   at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> dsub(ss * W);
     for (int64_t ny = begin; ny < end; ++ny) {
       const int64_t n = ny / H, y = ny % H;
-      for (int64_t ch = 0; ch < g.kc; ++ch) std::fill_n(dker + (n * g.kc + ch) * HW + y * W, W, T(0));
-      for (int64_t c = 0; c < g.C; ++c) {
-        unshuffle_row(dout + (n * g.C + c) * HW * ss, y, W, s, dsub.data());
-        T* kbase = dker + (n * g.kc + (g.per_channel ? c * g.taps : 0)) * HW + y * W;
-        for (int64_t a = 0; a < g.k; ++a) {
-          const int64_t yy = y + a - g.p;
-          if (yy < 0 || yy >= H) continue;
-          const T* irow = img + ((n * g.C + c) * H + yy) * W;
-          for (int64_t b = 0; b < g.k; ++b) {
-            const int64_t dx = b - g.p;
-            int64_t lo, hi;
-            valid_range(W, dx, lo, hi);
-            const int64_t tap = b * g.k + a;
-            for (int64_t sub = 0; sub < ss; ++sub) {
-              const T* __restrict drow = dsub.data() + sub * W;
-              T* __restrict krow = kbase + (tap * ss + sub) * HW;
+      for (int64_t a = 0; a < g.k; ++a) {
+        const int64_t yy = y + a - g.p;
+        const bool inside = yy >= 0 && yy < H;
+        for (int64_t b = 0; b < g.k; ++b) {
+          const int64_t dx = b - g.p;
+          int64_t lo, hi;
+          valid_range(W, dx, lo, hi);
+          const int64_t tap = b * g.k + a;
+          for (int64_t sub = 0; sub < ss; ++sub) {
+            for (int64_t c = 0; c < (g.per_channel ? g.C : 1); ++c) std::fill_n(KROW(dker, c, tap * ss + sub), W, T(0));
+            if (!inside) continue;
+            for (int64_t c = 0; c < g.C; ++c) {
+              T* __restrict krow = KROW(dker, c, tap * ss + sub);
+              const T* __restrict drow = dsub + ((n * g.C + c) * ss + sub) * HW + y * W;
+              const T* __restrict irow = img + ((n * g.C + c) * H + yy) * W;
               for (int64_t x = lo; x < hi; ++x) krow[x] += drow[x] * irow[x + dx];
             }
           }
@@ -132,36 +125,38 @@ void grad_kernel_rows(const Geometry& g, const T* img, const T* dout, T* dker) {
   });
 }
 
-// d(image): per (n, c, input row yy), the flipped gather over taps and sub-pixels.
+// d(image): per (n, input row yy), the flipped gather over taps and sub-pixels, all channels.
 template <typename T>
-void grad_image_rows(const Geometry& g, const T* ker, const T* dout, T* dimg) {
-  const int64_t H = g.H, W = g.W, s = g.s, ss = s * s, HW = H * W, Ws = W * s;
-  at::parallel_for(0, g.N * g.C * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> dsub(ss * W);
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t nc = row / H, yy = row % H, n = nc / g.C, c = nc % g.C;
-      T* __restrict drow_img = dimg + row * W;
-      std::fill_n(drow_img, W, T(0));
-      const T* kbase = ker + (n * g.kc + (g.per_channel ? c * g.taps : 0)) * HW;
+void grad_image_rows(const Geometry& g, const T* ker, const T* dsub, T* dimg) {
+  const int64_t H = g.H, W = g.W, s = g.s, ss = s * s, HW = H * W;
+  at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(g.C * W);  // [c][x]
+    for (int64_t nyy = begin; nyy < end; ++nyy) {
+      const int64_t n = nyy / H, yy = nyy % H;
+      std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t a = 0; a < g.k; ++a) {
         const int64_t y = yy - a + g.p;  // output row whose tap a reads input row yy
         if (y < 0 || y >= H) continue;
-        unshuffle_row(dout + nc * HW * ss, y, W, s, dsub.data());
         for (int64_t b = 0; b < g.k; ++b) {
           const int64_t dx = b - g.p;  // output x reads input x + dx
           int64_t lo, hi;
           valid_range(W, dx, lo, hi);
           const int64_t tap = b * g.k + a;
           for (int64_t sub = 0; sub < ss; ++sub) {
-            const T* __restrict drow = dsub.data() + sub * W;
-            const T* __restrict krow = kbase + (tap * ss + sub) * HW + y * W;
-            for (int64_t x = lo; x < hi; ++x) drow_img[x + dx] += drow[x] * krow[x];
+            for (int64_t c = 0; c < g.C; ++c) {
+              const T* __restrict krow = KROW(ker, c, tap * ss + sub);
+              const T* __restrict drow = dsub + ((n * g.C + c) * ss + sub) * HW + y * W;
+              T* __restrict arow = acc.data() + c * W;
+              for (int64_t x = lo; x < hi; ++x) arow[x + dx] += drow[x] * krow[x];
+            }
           }
         }
       }
+      for (int64_t c = 0; c < g.C; ++c) std::copy_n(acc.data() + c * W, W, dimg + ((n * g.C + c) * H + yy) * W);
     }
   });
 }
+#undef KROW
 
 at::Tensor dynamic_conv_cpu(const at::Tensor& image_in, const at::Tensor& kernel_in,
                             int64_t kernel_size, int64_t scale, bool per_channel) {
@@ -191,16 +186,17 @@ std::tuple<at::Tensor, at::Tensor> dynamic_conv_backward_cpu(const at::Tensor& g
               "dynamic_conv_backward: grad_out dtype mismatch");
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const at::Tensor image = image_in.contiguous(), kernel = kernel_in.contiguous();
-  const at::Tensor grad_out = grad_out_in.contiguous();
+  // one pass to (N, C*s*s, H, W) so that both gathers read contiguous rows
+  const at::Tensor dsub = g.s > 1 ? at::pixel_unshuffle(grad_out_in, g.s).contiguous() : grad_out_in.contiguous();
   at::Tensor grad_image = at::empty(image.sizes(), image.options());
   at::Tensor grad_kernel = at::empty(kernel.sizes(), kernel.options());
   if (image.numel() == 0 || kernel.numel() == 0) {
     return {grad_image.zero_(), grad_kernel.zero_()};
   }
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "dynamic_conv_backward_cpu", [&] {
-    const scalar_t* dout = grad_out.data_ptr<scalar_t>();
-    grad_kernel_rows<scalar_t>(g, image.data_ptr<scalar_t>(), dout, grad_kernel.data_ptr<scalar_t>());
-    grad_image_rows<scalar_t>(g, kernel.data_ptr<scalar_t>(), dout, grad_image.data_ptr<scalar_t>());
+    const scalar_t* d = dsub.data_ptr<scalar_t>();
+    grad_kernel_rows<scalar_t>(g, image.data_ptr<scalar_t>(), d, grad_kernel.data_ptr<scalar_t>());
+    grad_image_rows<scalar_t>(g, kernel.data_ptr<scalar_t>(), d, grad_image.data_ptr<scalar_t>());
   });
   return {grad_image, grad_kernel};
 }
