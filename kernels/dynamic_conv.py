@@ -84,6 +84,21 @@ def _split_pid(H, ncols, nchan):
     return n, row - n * H, xb, cb
 
 
+@triton.jit
+def _out_tile(xb, y, W, S: tl.constexpr, SP: tl.constexpr, BXO: tl.constexpr):
+    """Output columns xo = x*s + j of block xb and the sub-pixel rows i of LR row y: the shared
+    index math of the forward and d(kernel) kernels. Returns xo, x, xmask, sub [SP, BXO],
+    kmask [SP, BXO], pix (y*W + x) and i."""
+    xo = xb * BXO + tl.arange(0, BXO)
+    x = xo // S
+    j = xo - x * S
+    xmask = xo < W * S
+    i = tl.arange(0, SP)
+    sub = i[:, None] * S + j[None, :]
+    kmask = (i < S)[:, None] & xmask[None, :]
+    return xo, x, xmask, sub, kmask, y * W + x, i
+
+
 @triton.autotune(configs=_configs("BXO"), key=KEY, prune_configs_by=_prune("BXO", "SP", (32, 16)))
 @triton.jit
 def _dc_fwd_kernel(IMG, KER, OUT, C, H, W, WB,
@@ -96,17 +111,10 @@ def _dc_fwd_kernel(IMG, KER, OUT, C, H, W, WB,
     n, y, xb, cb = _split_pid(H, tl.cdiv(WS, BXO), tl.cdiv(C, BC))
     n64 = n.to(tl.int64)
     HW = H * W
-    xo = xb * BXO + tl.arange(0, BXO)  # output columns x*s + j
-    x = xo // S
-    j = xo - x * S
-    xmask = xo < WS
+    xo, x, xmask, sub, kmask, pix, i = _out_tile(xb, y, W, S, SP, BXO)
     c = cb * BC + tl.arange(0, BC)
     cmask = c < C
     nc = n64 * C + c.to(tl.int64)  # [BC] image / output planes
-    i = tl.arange(0, SP)  # output row y*s + i
-    sub = i[:, None] * S + j[None, :]  # [SP, BXO] sub-pixel i*s + j
-    kmask = (i < S)[:, None] & xmask[None, :]
-    pix = y * W + x
     acc = tl.zeros((BC, SP, BXO), dtype=tl.float32)
     for a in range(K):
         yin = y + a - P
@@ -143,14 +151,7 @@ def _dc_dkernel_kernel(IMG, GOUT, DKER, C, H, W, WB,
     n, y, xb, cb = _split_pid(H, tl.cdiv(WS, BXO), tl.cdiv(C, BC) if PER_CHANNEL else 1)
     n64 = n.to(tl.int64)
     HW = H * W
-    xo = xb * BXO + tl.arange(0, BXO)
-    x = xo // S
-    j = xo - x * S
-    xmask = xo < WS
-    i = tl.arange(0, SP)
-    sub = i[:, None] * S + j[None, :]
-    kmask = (i < S)[:, None] & xmask[None, :]
-    pix = y * W + x
+    xo, x, xmask, sub, kmask, pix, i = _out_tile(xb, y, W, S, SP, BXO)
     yrow = (y * S + i)[None, :, None]
     c = cb * BC + tl.arange(0, BC)  # cb is 0 in shared mode
     cmask = c < C

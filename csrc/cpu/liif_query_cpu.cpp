@@ -95,7 +95,7 @@ struct Problem {
   const T* w_rel_t;   // (nrel, n1): transposed first-layer rel columns
   const T* b1;        // (n1)
   std::vector<at::Tensor> weights, biases;  // remaining layers, contiguous
-  int64_t B, Q, h, w, n1, nrel, out_dim;
+  int64_t B, Q, h, w, n1, nrel;
   bool ensemble;
   int nc;  // corners per query
   at::TensorOptions opts;
@@ -261,7 +261,6 @@ Problem<T> make_problem(const Operands& o) {
   p.n1 = o.n1;
   p.Q = o.Q;
   p.nrel = o.cell_decode ? 4 : 2;
-  p.out_dim = o.out_dim;
   p.ensemble = o.ensemble;
   p.nc = o.ensemble ? 4 : 1;
   p.opts = o.proj.options();
