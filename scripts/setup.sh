@@ -10,7 +10,8 @@ if [ -n "${FASTLIIF_TORCH:-}" ] || ! "$PY" -c "import torch" 2>/dev/null; then
     "$PY" -m pip install --quiet --disable-pip-version-check "$TORCH_PIN"
 fi
 "$PY" -m pip install --quiet --disable-pip-version-check \
-    "setuptools>=64" wheel ninja pybind11 numpy tqdm pytest pytest-benchmark matplotlib
+    "setuptools>=64" wheel ninja pybind11 numpy tqdm pillow pyyaml pytest pytest-benchmark matplotlib \
+    scikit-image h5py
 # Triton: kernels on GPUs, and on CPU through its interpreter for the tests. A GPU machine's
 # torch already brings a matching Triton: leave that one alone.
 "$PY" -c "import triton" 2>/dev/null || "$PY" -m pip install --quiet --disable-pip-version-check triton
