@@ -47,6 +47,51 @@ def load_checkpoint(path, *, map_location="cpu", backend="auto", trusted=False):
     return model
 
 
+def read_checkpoint(path, *, map_location="cpu", trusted=False):
+    """The raw dict of a checkpoint file, loaded with ``weights_only`` unless ``trusted``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        _fail(path, f"cannot be loaded safely (weights_only=True): {exc}. "
+                    "Pass trusted=True only if you trust where the file came from.")
+    except Exception as exc:
+        _fail(path, f"is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}")
+
+
+def load_model(path, *, map_location="cpu", backend="auto", trusted=False, key="model"):
+    """Build any registered model from a ``{key: {'name', 'args', 'sd'}}`` checkpoint (the official
+    LIIF format, which fastliif's trainer writes for every model). LIIF loads as the fused
+    module; ``backend`` is passed to models that take one."""
+    saved = read_checkpoint(path, map_location=map_location, trusted=trusted)
+    spec = saved.get(key) if isinstance(saved, dict) else None
+    if not isinstance(spec, dict) or not {"name", "args", "sd"} <= set(spec):
+        _fail(path, f"expected the official LIIF format {{{key!r}: {{'name', 'args', 'sd'}}}}")
+    if spec["name"] == "liif" and key == "model":
+        return load_checkpoint(path, map_location=map_location, backend=backend, trusted=trusted)
+    from .models import make
+    import inspect
+    try:
+        model = make({"name": spec["name"], "args": spec["args"]})
+    except (KeyError, TypeError, ValueError) as exc:
+        _fail(path, f"cannot build {spec['name']!r} from its args {spec['args']}: {type(exc).__name__}: {exc}")
+    if "backend" in inspect.signature(type(model).__init__).parameters and hasattr(model, "backend"):
+        model.backend = backend
+    try:
+        model.load_state_dict(spec["sd"])
+    except RuntimeError as exc:
+        _fail(path, f"state_dict does not fit the model: {exc}")
+    return model
+
+
+def save_model(model, spec, path, **extra):
+    """Save any model as ``{'model': {'name', 'args', 'sd'}}`` (``spec`` = the name and args it was
+    built from)."""
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"model": {"name": spec["name"], "args": dict(spec.get("args") or {}), "sd": sd}, **extra}, path)
+
+
 def save_checkpoint(model, path, **extra):
     """Save a LIIF (fused or reference) in the official format, loadable by both codebases."""
     args = {"encoder_spec": model.encoder_spec, "imnet_spec": model.imnet_spec,

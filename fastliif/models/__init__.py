@@ -19,8 +19,15 @@ def register(name):
 
 
 def _populate():
-    # Importing these modules runs their @register decorators.
+    # Importing these modules runs their @register decorators: the oracle, the fused modules and
+    # every module of this package (a2n, srcnn, srgan, ...).
+    import importlib
+    import pkgutil
+
     from .. import reference, nn  # noqa: F401
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def names():

@@ -1,0 +1,249 @@
+"""The training loop: Adam (or any torch.optim by name), MultiStepLR, L1/Charbonnier/multistage
+losses, validation PSNR every ``epoch_val`` epochs, checkpoints in the official LIIF format
+(``epoch-last.pth`` each epoch, ``epoch-best.pth``, ``epoch-N.pth`` every ``epoch_save``), resume,
+AMP, DDP under torchrun, tqdm progress, a history JSON and plot."""
+import contextlib
+import json
+import math
+import os
+import time
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from .. import data as datasets
+from .. import models
+from ..checkpoint import read_checkpoint
+from . import ddp
+from .losses import make_loss
+from .tasks import DataNorm, forward, to_device, validation_psnr
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+BACKENDS = ("auto", "cpu", "torch", "triton", "cuda", "reference")
+
+
+def make_loader(spec, rank, world_size, shuffle, num_workers):
+    dataset = datasets.make(spec["dataset"])
+    if spec.get("wrapper"):
+        dataset = datasets.make(spec["wrapper"], args={"dataset": dataset})
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {spec['dataset']} is empty")
+    sampler = DistributedSampler(dataset, world_size, rank, shuffle=shuffle) if world_size > 1 else None
+    return DataLoader(dataset, batch_size=int(spec["batch_size"]), shuffle=shuffle and sampler is None,
+                      sampler=sampler, num_workers=num_workers, pin_memory=torch.cuda.is_available(),
+                      drop_last=shuffle, persistent_workers=num_workers > 0)
+
+
+def build_model(spec, backend):
+    """The fused model for ``spec`` (its ``-reference`` twin when backend='reference'); the same
+    state_dict keys either way, so checkpoints always name the fused model."""
+    name = spec["name"]
+    if backend == "reference":
+        ref = f"{name}-reference"
+        name = ref if ref in models.names() else name
+    model = models.make({"name": name, "args": spec.get("args") or {}})
+    if backend not in ("auto", "reference") and hasattr(model, "backend"):
+        model.backend = backend
+    return model
+
+
+def make_optimizer(params, spec, state=None):
+    name = spec["name"].lower()
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {spec['name']!r}; choose from {sorted(OPTIMIZERS)}")
+    opt = OPTIMIZERS[name](params, **(spec.get("args") or {}))
+    if state is not None:
+        opt.load_state_dict(state)
+    return opt
+
+
+def autocast_for(device, enabled):
+    if not enabled:
+        return contextlib.nullcontext(), None
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return torch.autocast("cuda", dtype=dtype), scaler
+    return torch.autocast(device.type, dtype=torch.bfloat16), None
+
+
+def save_history_plot(history, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(epochs, [h["loss"] for h in history], marker=".")
+    ax[0].set(xlabel="epoch", ylabel="train loss", yscale="log")
+    val = [(h["epoch"], h["val_psnr"]) for h in history if h.get("val_psnr") is not None]
+    if val:
+        ax[1].plot(*zip(*val), marker=".", color="C1")
+    ax[1].set(xlabel="epoch", ylabel="val PSNR (dB)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def validate(task, model, loader, norm, device, amp):
+    model.eval()
+    values = []
+    ctx, _ = autocast_for(device, amp)
+    with torch.no_grad(), ctx:
+        for batch in loader:
+            values.append(validation_psnr(task, model, to_device(batch, device), norm))
+    model.train()
+    values = torch.cat(values)
+    return float(values[torch.isfinite(values)].mean()) if torch.isfinite(values).any() else math.inf
+
+
+def train(config, save_dir, *, device=None, log=print, progress=True, return_model=False):
+    """Train as ``config`` says, writing checkpoints and logs to ``save_dir``. Returns the history
+    (one dict per epoch: loss, val_psnr, lr, seconds), and the trained model if ``return_model``."""
+    device_type = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    rank, world_size, device = ddp.setup(device_type)
+    main = rank == 0
+    try:
+        history, model = _train(config, save_dir, device, rank, world_size, main,
+                                log if main else (lambda *a: None), progress and main)
+        return (history, model) if return_model else history
+    finally:
+        ddp.cleanup()
+
+
+def _train(config, save_dir, device, rank, world_size, main, log, progress):
+    task, backend = config["task"], config["backend"]
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if task == "gan":
+        from .gan import GanTrainer
+        step_impl = GanTrainer(config, device)
+    torch.manual_seed(int(config["seed"]))
+    os.makedirs(save_dir, exist_ok=True)
+
+    model = build_model(config["model"], backend).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model {config['model']['name']} ({type(model).__module__}.{type(model).__name__}): "
+        f"{n_params:,} parameters; backend {backend}; device {device}; world size {world_size}")
+    optimizer = make_optimizer(model.parameters(), config["optimizer"])
+    milestones = config.get("multi_step_lr")
+    scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, **milestones) if milestones else None)
+    epoch_start, history, best = 1, [], -math.inf
+
+    if config.get("resume"):
+        saved = read_checkpoint(config["resume"], map_location="cpu")
+        model.load_state_dict(saved["model"]["sd"])
+        optimizer.load_state_dict(saved["optimizer"]["sd"])
+        if scheduler is not None and saved.get("lr_scheduler") is not None:
+            scheduler.load_state_dict(saved["lr_scheduler"])
+        epoch_start = int(saved["epoch"]) + 1
+        extra = saved.get("fastliif") or {}
+        history, best = list(extra.get("history") or []), float(extra.get("best", -math.inf))
+        if task == "gan":
+            step_impl.load_state_dict(saved)
+        log(f"resumed from {config['resume']} at epoch {epoch_start}")
+
+    train_loader = make_loader(config["train_dataset"], rank, world_size, True, int(config["num_workers"]))
+    val_loader = (make_loader(config["val_dataset"], 0, 1, False, 0)
+                  if config.get("val_dataset") and main else None)
+    norm = DataNorm(config["data_norm"], device)
+    loss_fn = make_loss(config["loss"])
+    net = model
+    if world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    amp = bool(config["amp"])
+    cap = config.get("iters_per_epoch")
+    steps_per_epoch = len(train_loader) if cap is None else min(len(train_loader), int(cap))
+
+    for epoch in range(epoch_start, int(config["epoch_max"]) + 1):
+        t0 = time.perf_counter()
+        # Data randomness from (seed, rank, epoch) alone: a resumed run draws what an uninterrupted
+        # one would, and ranks differ. The model init came from the shared seed above.
+        torch.manual_seed(int(config["seed"]) * 1_000_003 + rank * 10_007 + epoch)
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        net.train()
+        total, count = torch.zeros((), device=device), 0
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{config['epoch_max']}", leave=False,
+                   disable=not progress, dynamic_ncols=True)
+        for i, batch in enumerate(train_loader):
+            if i >= steps_per_epoch:
+                break
+            batch = to_device(batch, device)
+            if task == "gan":
+                loss = step_impl.step(net, optimizer, batch, norm, loss_fn, amp)
+            else:
+                ctx, scaler = autocast_for(device, amp)
+                with ctx:
+                    pred, target, _ = forward(task, net, batch, norm)
+                    if isinstance(pred, (tuple, list)):
+                        loss = loss_fn([p.float() for p in pred], target)
+                    else:
+                        loss = loss_fn(pred.float(), target)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {i}; "
+                                             "lower the learning rate or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+            total += loss.detach()
+            count += 1
+            if progress and (i % 10 == 0):
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            bar.update(1)
+        bar.close()
+        if world_size > 1:
+            torch.distributed.all_reduce(total)
+            total /= world_size
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        entry = {"epoch": epoch, "loss": float(total) / max(count, 1), "lr": lr, "val_psnr": None}
+        if val_loader is not None and (epoch % int(config["epoch_val"]) == 0 or epoch == config["epoch_max"]):
+            entry["val_psnr"] = validate(task, model, val_loader, norm, device, amp)
+        entry["seconds"] = time.perf_counter() - t0
+        history.append(entry)
+        if main:
+            if entry["val_psnr"] is not None and entry["val_psnr"] > best:
+                best = entry["val_psnr"]
+            _save(config, model, optimizer, scheduler, epoch, history, best, save_dir,
+                  is_best=entry["val_psnr"] is not None and entry["val_psnr"] >= best,
+                  extra=step_impl.state_dict() if task == "gan" else {})
+            val = "" if entry["val_psnr"] is None else f", val PSNR {entry['val_psnr']:.3f} dB"
+            log(f"epoch {epoch}: loss {entry['loss']:.5f}{val}, lr {lr:.2e}, {entry['seconds']:.1f} s")
+        ddp.barrier()
+    return history, model
+
+
+def _save(config, model, optimizer, scheduler, epoch, history, best, save_dir, is_best, extra):
+    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    blob = {
+        "model": {"name": config["model"]["name"], "args": dict(config["model"].get("args") or {}), "sd": sd},
+        "optimizer": {"name": config["optimizer"]["name"], "args": dict(config["optimizer"].get("args") or {}),
+                      "sd": optimizer.state_dict()},
+        "epoch": epoch,
+        "lr_scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "fastliif": {"history": history, "best": best, "config": config},
+        **extra,
+    }
+    # Write then rename so an interrupted save never leaves a truncated epoch-last.pth.
+    tmp = os.path.join(save_dir, ".epoch-last.pth.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, os.path.join(save_dir, "epoch-last.pth"))
+    if is_best:
+        torch.save(blob, os.path.join(save_dir, "epoch-best.pth"))
+    if config.get("epoch_save") and epoch % int(config["epoch_save"]) == 0:
+        torch.save(blob, os.path.join(save_dir, f"epoch-{epoch}.pth"))
+    with open(os.path.join(save_dir, "history.json"), "w") as f:
+        json.dump(history, f, indent=1)
+    save_history_plot(history, os.path.join(save_dir, "history.png"))
