@@ -119,9 +119,6 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
     task, backend = config["task"], config["backend"]
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if task == "gan":
-        from .gan import GanTrainer
-        step_impl = GanTrainer(config, device)
     torch.manual_seed(int(config["seed"]))
     os.makedirs(save_dir, exist_ok=True)
 
@@ -130,6 +127,9 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
     log(f"model {config['model']['name']} ({type(model).__module__}.{type(model).__name__}): "
         f"{n_params:,} parameters; backend {backend}; device {device}; world size {world_size}")
     optimizer = make_optimizer(model.parameters(), config["optimizer"])
+    if task == "gan":
+        from .gan import GanTrainer
+        step_impl = GanTrainer(config, device)
     milestones = config.get("multi_step_lr")
     scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, **milestones) if milestones else None)
     epoch_start, history, best = 1, [], -math.inf
@@ -156,6 +156,8 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
     if world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+        if task == "gan":
+            step_impl.wrap_ddp(device)
     amp = bool(config["amp"])
     cap = config.get("iters_per_epoch")
     steps_per_epoch = len(train_loader) if cap is None else min(len(train_loader), int(cap))
@@ -176,7 +178,7 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
                 break
             batch = to_device(batch, device)
             if task == "gan":
-                loss = step_impl.step(net, optimizer, batch, norm, loss_fn, amp)
+                loss = step_impl.step(net, optimizer, batch, norm, amp)
             else:
                 ctx, scaler = autocast_for(device, amp)
                 with ctx:
