@@ -14,15 +14,9 @@ import os
 import subprocess
 import sys
 
+from fastliif.bench import status_kib  # VmHWM / VmRSS in KiB
+
 MEMORY_CASES = ("infer_48_to_192", "infer_128_to_512", "train_b4_48")
-
-
-def _status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _warm_up(impl, case):
@@ -51,9 +45,9 @@ def child(impl, case_name):
     _warm_up(impl, case)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-    base = _status_kib("VmRSS")
+    base = status_kib("VmRSS")
     fn()
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     print(json.dumps({"impl": impl, "case": case_name, "baseline_mib": base / 1024,
                       "peak_mib": (peak - base) / 1024}))
 

@@ -69,12 +69,8 @@ def time_all(quick, rounds):
 
 
 def machine_info():
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from fastliif.bench import cpu_model
+    model = cpu_model()
     try:
         rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                              cwd=HERE).stdout.strip()

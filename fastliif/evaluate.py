@@ -55,9 +55,20 @@ def _scale_text(scale):
     return str(int(scale)) if float(scale) == int(scale) else f"{scale:g}"
 
 
+SAMPLES_PREFIX = "samples:"
+
+
 def load_images(folder, limit=None):
     """``[(name, CxHxW float32 RGB in [0, 1]), ...]`` of a folder's images sorted by file name
-    (``name`` = file name without extension)."""
+    (``name`` = file name without extension). ``samples:chelsea,camera,...`` names photographs
+    bundled with scikit-image / matplotlib instead (the ``sample-images`` dataset)."""
+    if folder.startswith(SAMPLES_PREFIX):
+        from .data.folders import SampleImages
+        names = [n for n in folder[len(SAMPLES_PREFIX):].split(",") if n]
+        if limit is not None:
+            names = names[:int(limit)]
+        dataset = SampleImages(names)
+        return [(n, dataset[i]) for i, n in enumerate(names)]
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder not found: {folder}")
     files = sorted(f for f in os.listdir(folder) if is_image_file(f))

@@ -236,3 +236,12 @@ def test_library_errors(setup):
         evaluate(model, images, [0], progress=False)
     with pytest.raises(ValueError, match="too small"):  # 45x38 at x12 (shave 18): nothing left
         evaluate(model, images, [12], "div2k", progress=False)
+
+
+def test_eval_on_bundled_sample_photographs(tmp_path, capsys):
+    from fastliif.evaluate import load_images
+    images = load_images("samples:chelsea,camera")
+    assert [n for n, _ in images] == ["chelsea", "camera"]
+    assert images[0][1].shape == (3, 300, 451) and images[1][1].shape == (3, 512, 512)
+    with pytest.raises(ValueError, match="unknown sample image"):
+        load_images("samples:nope")

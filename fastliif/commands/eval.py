@@ -17,7 +17,8 @@ def _scales(text):
 def register(sub):
     p = sub.add_parser("eval", help="PSNR/SSIM of a checkpoint on HR images, per scale, with bicubic")
     p.add_argument("--model", required=True, help="checkpoint {'model': {'name', 'args', 'sd'}}")
-    p.add_argument("--data", required=True, help="folder of HR images")
+    p.add_argument("--data", required=True, help="folder of HR images, or samples:NAME,NAME,... for photographs bundled with "
+                        "scikit-image / matplotlib (e.g. samples:chelsea,grace_hopper,camera)")
     p.add_argument("--scales", type=_scales, default=[2, 3, 4], help="comma-separated scales (default 2,3,4)")
     p.add_argument("--protocol", choices=("benchmark", "div2k"), default="benchmark",
                    help="benchmark: Y channel, shave scale; div2k: RGB, shave scale+6 (default benchmark)")

@@ -1,0 +1,1 @@
+"""Bundled files: the pretrained LIIF checkpoint and the demo sample image (see README.md here)."""
