@@ -361,6 +361,8 @@ def resolve_backend(backend, device):
 
 
 def parse_device(device):
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
     except RuntimeError:

@@ -239,3 +239,11 @@ def test_process_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "fastliif", "upscale", str(tmp_path / "none.png"), "-o",
                            str(tmp_path / "o.png"), "--scale", "2"], capture_output=True, text=True)
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_device_auto_picks_cuda_only_when_available():
+    import torch
+    from fastliif.upscale import UpscaleError, parse_device
+    assert parse_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UpscaleError, match="--device must be cpu or cuda"):
+        parse_device("tpu")

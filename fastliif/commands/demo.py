@@ -11,7 +11,7 @@ def register(sub):
     p.add_argument("--model", metavar="CKPT", help="LIIF checkpoint (official format); default: the bundled model")
     p.add_argument("--backend", default="auto", choices=("auto", "cpu", "torch", "triton", "reference"),
                    help="query implementation (default auto)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto: cuda when available)")
     p.set_defaults(func=run)
 
 

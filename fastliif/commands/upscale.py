@@ -17,7 +17,7 @@ def register(sub):
                    help="query implementation (default auto: the fastest for the device)")
     p.add_argument("--precision", choices=("ieee", "tf32", "bf16", "fp16"),
                    help="GPU matmul precision (default: PyTorch's settings); the CPU computes IEEE fp32")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
