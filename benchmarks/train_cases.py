@@ -5,7 +5,7 @@ import torch
 from fastliif import data
 from fastliif.train.loop import build_model, make_optimizer
 from fastliif.train.losses import make_loss
-from fastliif.train.tasks import DataNorm, forward
+from fastliif.train.tasks import DataNorm, forward, to_device
 
 BACKENDS = ("auto", "reference")
 
@@ -44,14 +44,16 @@ class TrainCase:
         self.name, self.title, self.task = name, spec["title"], spec["task"]
         torch.manual_seed(0)
         ds = data.make(spec["wrapper"], args={"dataset": data.make(spec["dataset"])})
-        self.batch = torch.utils.data.default_collate([ds[i % len(ds)] for i in range(spec["batch"])])
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        batch = torch.utils.data.default_collate([ds[i % len(ds)] for i in range(spec["batch"])])
+        self.batch = to_device(batch, self.device)
         self.spec = spec
-        self.norm = DataNorm(spec["norm"], "cpu")
+        self.norm = DataNorm(spec["norm"], self.device)
         self.loss_fn = make_loss(spec["loss"])
 
     def step_fn(self, backend):
         torch.manual_seed(0)
-        model = build_model(self.spec["model"], backend)
+        model = build_model(self.spec["model"], backend).to(self.device)
         opt = make_optimizer(model.parameters(), {"name": "adam", "args": {"lr": 1e-4}})
 
         def step():
@@ -60,6 +62,8 @@ class TrainCase:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if self.device.type == "cuda":  # time the GPU work, not the launch
+                torch.cuda.synchronize()
             return loss
 
         return step
