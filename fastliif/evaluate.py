@@ -381,3 +381,27 @@ def format_table(result):
     for sk in result["skipped"]:
         lines.append(f"x{_scale_text(sk['scale'])} skipped: {sk['reason']}")
     return "\n".join(lines)
+
+
+def plot_result(result, path):
+    """PSNR per scale, model vs bicubic (mean line, one dot per image), saved as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["scales"]
+    if not rows:
+        raise ValueError("nothing to plot: no scale was evaluated")
+    scales = [r["scale"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for key, label, color in (("psnr", result.get("model", "model"), "C0"), ("bicubic_psnr", "bicubic", "C7")):
+        ax.plot(scales, [r[key] for r in rows], marker="o", color=color, label=label)
+        for r in rows:
+            ax.scatter([r["scale"]] * len(r["per_image"]), [p[key] for p in r["per_image"]], s=8, color=color,
+                       alpha=0.4)
+    ax.set(xlabel="scale", ylabel=f"PSNR (dB, {result.get('protocol', '')})", xticks=scales)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -245,3 +245,10 @@ def test_eval_on_bundled_sample_photographs(tmp_path, capsys):
     assert images[0][1].shape == (3, 300, 451) and images[1][1].shape == (3, 512, 512)
     with pytest.raises(ValueError, match="unknown sample image"):
         load_images("samples:nope")
+
+
+def test_plot_is_written(setup, capsys, tmp_path):
+    png = tmp_path / "psnr.png"
+    run_cli(capsys, "--model", setup["ckpt"], "--data", setup["hr"], "--scales", "2,3", "--plot", str(png))
+    img = Image.open(png)
+    assert img.format == "PNG" and img.width > 300 and img.height > 200

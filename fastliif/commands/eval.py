@@ -31,6 +31,7 @@ def register(sub):
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--save-dir", help="write SR images as DIR/x<scale>/<name>.png")
     p.add_argument("--json", help="write the numbers (means and per image) to this JSON file")
+    p.add_argument("--plot", help="write a PNG of PSNR per scale (model vs bicubic, per image dots)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=lambda args: run(p, args))
 
@@ -63,6 +64,10 @@ def run(parser, args):
     print(f"{args.model} on {args.data} ({len(images)} images, protocol {args.protocol}, "
           f"LR by {'--lr-data' if lr_images is not None else args.resize}, backend {args.backend}, {device})")
     print(format_table(result))
+    if args.plot:
+        from ..evaluate import plot_result
+        plot_result(result, args.plot)
+        print(f"plot written to {args.plot}")
     if args.json:
         result.update(checkpoint=args.model, data=args.data, backend=args.backend, device=str(device))
         with open(args.json, "w") as f:
