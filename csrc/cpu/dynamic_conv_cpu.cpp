@@ -2,10 +2,10 @@
 //
 //   out[n, c, y*s+i, x*s+j] = sum_{a,b<k} img[n, c, y+a-p, x+b-p] * ker[n, m + (b*k+a)*s*s + i*s+j, y, x]
 //
-// m = 0 (shared kernel) or c*k*k*s*s (per-channel). Work is split by (n, output row y) for
-// the forward and d(kernel), by (n, input row) for d(image): every output element is
-// written by exactly one thread, so the backward needs no atomics (CARAFE's gathers).
-// Rows are processed with x innermost so kernel and image rows stream contiguously.
+// m = 0 (shared kernel) or c*k*k*s*s (per-channel). Work is split by (n, block of output rows)
+// for the forward, (n, kernel channel) for d(kernel) and (n, block of input rows) for
+// d(image): every output element is written by exactly one thread, so the backward needs no
+// atomics (CARAFE's gathers). x is innermost so kernel and image rows stream contiguously.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -48,22 +48,25 @@ inline void valid_range(int64_t W, int64_t dx, int64_t& lo, int64_t& hi) {
 }
 
 // Kernel row of (tap*s*s + sub) for channel c at row y (shared mode: the same for every c).
-// Loops below keep channels innermost: a kernel row is visited once per (tap, sub), not once
-// per channel — its s*s*k*k sibling rows are H*W apart and would thrash the cache if revisited.
+// The kernel is (N, taps [* C], H, W): the k*k*s*s rows a pixel row needs lie H*W apart, so
+// visiting them row by row touches a new page per row (TLB misses, no prefetch). The loops
+// below therefore take blocks of ROWS pixel rows (forward, d(image)) or whole planes
+// (d(kernel)) per kernel channel, keep channels innermost, and never revisit a kernel row.
 #define KROW(base, c, tapsub) \
   ((base) + (n * g.kc + (g.per_channel ? (c) * g.taps : 0) + (tapsub)) * HW + y * W)
+
+constexpr int64_t ROWS = 8;  // pixel rows per task: 8 contiguous rows of each kernel plane
 
 template <typename T>
 void forward_rows(const Geometry& g, const T* img, const T* ker, T* out) {
   const int64_t H = g.H, W = g.W, s = g.s, ss = s * s, HW = H * W, Ws = W * s;
-  at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(g.C * ss * W);  // [c][sub][x]
-    for (int64_t ny = begin; ny < end; ++ny) {
-      const int64_t n = ny / H, y = ny % H;
+  const int64_t blocks = (H + ROWS - 1) / ROWS;
+  at::parallel_for(0, g.N * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(g.C * ss * ROWS * W);  // [c][sub][row][x]
+    for (int64_t nb = begin; nb < end; ++nb) {
+      const int64_t n = nb / blocks, y0 = (nb % blocks) * ROWS, y1 = std::min(H, y0 + ROWS);
       std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t a = 0; a < g.k; ++a) {
-        const int64_t yy = y + a - g.p;
-        if (yy < 0 || yy >= H) continue;
         for (int64_t b = 0; b < g.k; ++b) {
           const int64_t dx = b - g.p;
           int64_t lo, hi;
@@ -71,52 +74,26 @@ void forward_rows(const Geometry& g, const T* img, const T* ker, T* out) {
           const int64_t tap = b * g.k + a;
           for (int64_t sub = 0; sub < ss; ++sub) {
             for (int64_t c = 0; c < g.C; ++c) {
-              const T* __restrict krow = KROW(ker, c, tap * ss + sub);
-              const T* __restrict irow = img + ((n * g.C + c) * H + yy) * W;
-              T* __restrict arow = acc.data() + (c * ss + sub) * W;
-              for (int64_t x = lo; x < hi; ++x) arow[x] += irow[x + dx] * krow[x];
+              for (int64_t y = y0; y < y1; ++y) {
+                const int64_t yy = y + a - g.p;
+                if (yy < 0 || yy >= H) continue;
+                const T* __restrict krow = KROW(ker, c, tap * ss + sub);
+                const T* __restrict irow = img + ((n * g.C + c) * H + yy) * W;
+                T* __restrict arow = acc.data() + ((c * ss + sub) * ROWS + (y - y0)) * W;
+                for (int64_t x = lo; x < hi; ++x) arow[x] += irow[x + dx] * krow[x];
+              }
             }
           }
         }
       }
       // pixel_shuffle on the way out: sub-pixel (i, j) of column x goes to x*s + j of row y*s + i
       for (int64_t c = 0; c < g.C; ++c) {
-        for (int64_t i = 0; i < s; ++i) {
-          T* orow = out + ((n * g.C + c) * H * s + y * s + i) * Ws;
-          for (int64_t j = 0; j < s; ++j) {
-            const T* arow = acc.data() + (c * ss + i * s + j) * W;
-            for (int64_t x = 0; x < W; ++x) orow[x * s + j] = arow[x];
-          }
-        }
-      }
-    }
-  });
-}
-
-// d(kernel): per (n, y) row, a dot over channels (shared) or per channel; each kernel-gradient
-// row is written exactly once. dsub is grad_out pixel-unshuffled to (N, C*s*s, H, W).
-template <typename T>
-void grad_kernel_rows(const Geometry& g, const T* img, const T* dsub, T* dker) {
-  const int64_t H = g.H, W = g.W, s = g.s, ss = s * s, HW = H * W;
-  at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t ny = begin; ny < end; ++ny) {
-      const int64_t n = ny / H, y = ny % H;
-      for (int64_t a = 0; a < g.k; ++a) {
-        const int64_t yy = y + a - g.p;
-        const bool inside = yy >= 0 && yy < H;
-        for (int64_t b = 0; b < g.k; ++b) {
-          const int64_t dx = b - g.p;
-          int64_t lo, hi;
-          valid_range(W, dx, lo, hi);
-          const int64_t tap = b * g.k + a;
-          for (int64_t sub = 0; sub < ss; ++sub) {
-            for (int64_t c = 0; c < (g.per_channel ? g.C : 1); ++c) std::fill_n(KROW(dker, c, tap * ss + sub), W, T(0));
-            if (!inside) continue;
-            for (int64_t c = 0; c < g.C; ++c) {
-              T* __restrict krow = KROW(dker, c, tap * ss + sub);
-              const T* __restrict drow = dsub + ((n * g.C + c) * ss + sub) * HW + y * W;
-              const T* __restrict irow = img + ((n * g.C + c) * H + yy) * W;
-              for (int64_t x = lo; x < hi; ++x) krow[x] += drow[x] * irow[x + dx];
+        for (int64_t y = y0; y < y1; ++y) {
+          for (int64_t i = 0; i < s; ++i) {
+            T* orow = out + ((n * g.C + c) * H * s + y * s + i) * Ws;
+            for (int64_t j = 0; j < s; ++j) {
+              const T* arow = acc.data() + ((c * ss + i * s + j) * ROWS + (y - y0)) * W;
+              for (int64_t x = 0; x < W; ++x) orow[x * s + j] = arow[x];
             }
           }
         }
@@ -125,18 +102,50 @@ void grad_kernel_rows(const Geometry& g, const T* img, const T* dsub, T* dker) {
   });
 }
 
-// d(image): per (n, input row yy), the flipped gather over taps and sub-pixels, all channels.
+// d(kernel): one task per (n, kernel channel), writing its H*W plane front to back in the
+// kernel's own layout and reading the matching image and grad planes contiguously; a dot over
+// channels (shared) or one channel (per-channel). dsub is grad_out pixel-unshuffled to
+// (N, C*s*s, H, W). Every kernel-gradient element is written by exactly one task.
+template <typename T>
+void grad_kernel_planes(const Geometry& g, const T* img, const T* dsub, T* dker) {
+  const int64_t H = g.H, W = g.W, ss = g.s * g.s, HW = H * W;
+  at::parallel_for(0, g.N * g.kc, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / g.kc, ch = t % g.kc;  // ch = group * taps + tap * ss + sub
+      const int64_t group = ch / g.taps, tapsub = ch % g.taps;
+      const int64_t tap = tapsub / ss, sub = tapsub % ss;
+      const int64_t a = tap % g.k, b = tap / g.k, dx = b - g.p;
+      int64_t lo, hi;
+      valid_range(W, dx, lo, hi);
+      const int64_t c0 = g.per_channel ? group : 0, c1 = g.per_channel ? group + 1 : g.C;
+      T* __restrict plane = dker + (n * g.kc + ch) * HW;
+      for (int64_t y = 0; y < H; ++y) {
+        T* __restrict krow = plane + y * W;
+        std::fill_n(krow, W, T(0));
+        const int64_t yy = y + a - g.p;
+        if (yy < 0 || yy >= H) continue;
+        for (int64_t c = c0; c < c1; ++c) {
+          const T* __restrict drow = dsub + ((n * g.C + c) * ss + sub) * HW + y * W;
+          const T* __restrict irow = img + ((n * g.C + c) * H + yy) * W;
+          for (int64_t x = lo; x < hi; ++x) krow[x] += drow[x] * irow[x + dx];
+        }
+      }
+    }
+  });
+}
+
+// d(image): per (n, block of ROWS input rows), the flipped gather over taps and sub-pixels,
+// all channels.
 template <typename T>
 void grad_image_rows(const Geometry& g, const T* ker, const T* dsub, T* dimg) {
   const int64_t H = g.H, W = g.W, s = g.s, ss = s * s, HW = H * W;
-  at::parallel_for(0, g.N * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> acc(g.C * W);  // [c][x]
-    for (int64_t nyy = begin; nyy < end; ++nyy) {
-      const int64_t n = nyy / H, yy = nyy % H;
+  const int64_t blocks = (H + ROWS - 1) / ROWS;
+  at::parallel_for(0, g.N * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> acc(g.C * ROWS * W);  // [c][row][x]
+    for (int64_t nb = begin; nb < end; ++nb) {
+      const int64_t n = nb / blocks, yy0 = (nb % blocks) * ROWS, yy1 = std::min(H, yy0 + ROWS);
       std::fill(acc.begin(), acc.end(), T(0));
       for (int64_t a = 0; a < g.k; ++a) {
-        const int64_t y = yy - a + g.p;  // output row whose tap a reads input row yy
-        if (y < 0 || y >= H) continue;
         for (int64_t b = 0; b < g.k; ++b) {
           const int64_t dx = b - g.p;  // output x reads input x + dx
           int64_t lo, hi;
@@ -144,15 +153,23 @@ void grad_image_rows(const Geometry& g, const T* ker, const T* dsub, T* dimg) {
           const int64_t tap = b * g.k + a;
           for (int64_t sub = 0; sub < ss; ++sub) {
             for (int64_t c = 0; c < g.C; ++c) {
-              const T* __restrict krow = KROW(ker, c, tap * ss + sub);
-              const T* __restrict drow = dsub + ((n * g.C + c) * ss + sub) * HW + y * W;
-              T* __restrict arow = acc.data() + c * W;
-              for (int64_t x = lo; x < hi; ++x) arow[x + dx] += drow[x] * krow[x];
+              for (int64_t yy = yy0; yy < yy1; ++yy) {
+                const int64_t y = yy - a + g.p;  // output row whose tap a reads input row yy
+                if (y < 0 || y >= H) continue;
+                const T* __restrict krow = KROW(ker, c, tap * ss + sub);
+                const T* __restrict drow = dsub + ((n * g.C + c) * ss + sub) * HW + y * W;
+                T* __restrict arow = acc.data() + (c * ROWS + (yy - yy0)) * W;
+                for (int64_t x = lo; x < hi; ++x) arow[x + dx] += drow[x] * krow[x];
+              }
             }
           }
         }
       }
-      for (int64_t c = 0; c < g.C; ++c) std::copy_n(acc.data() + c * W, W, dimg + ((n * g.C + c) * H + yy) * W);
+      for (int64_t c = 0; c < g.C; ++c) {
+        for (int64_t yy = yy0; yy < yy1; ++yy) {
+          std::copy_n(acc.data() + (c * ROWS + (yy - yy0)) * W, W, dimg + ((n * g.C + c) * H + yy) * W);
+        }
+      }
     }
   });
 }
@@ -195,7 +212,7 @@ std::tuple<at::Tensor, at::Tensor> dynamic_conv_backward_cpu(const at::Tensor& g
   }
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "dynamic_conv_backward_cpu", [&] {
     const scalar_t* d = dsub.data_ptr<scalar_t>();
-    grad_kernel_rows<scalar_t>(g, image.data_ptr<scalar_t>(), d, grad_kernel.data_ptr<scalar_t>());
+    grad_kernel_planes<scalar_t>(g, image.data_ptr<scalar_t>(), d, grad_kernel.data_ptr<scalar_t>());
     grad_image_rows<scalar_t>(g, kernel.data_ptr<scalar_t>(), d, grad_image.data_ptr<scalar_t>());
   });
   return {grad_image, grad_kernel};
