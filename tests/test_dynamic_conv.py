@@ -151,3 +151,12 @@ def test_torch_compile_fullgraph(backend):
     gc = torch.autograd.grad(out.sum(), kernel)[0]
     ge = torch.autograd.grad(eager.sum(), kernel)[0]
     assert_grad_close(gc, ge, 1e-6, "compiled grad")
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_channel"])
+def test_torch_backend_hand_written_backward_gradcheck_and_double_backward(mode):
+    torch.manual_seed(11)
+    image, kernel = inputs(2, 2, 3, 4, 3, 2, mode, dtype=torch.float64)
+    fn = lambda i, k: dynamic_conv(i, k, kernel_size=3, scale=2, mode=mode, backend="torch")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (image, kernel))
+    assert torch.autograd.gradgradcheck(fn, (image, kernel))

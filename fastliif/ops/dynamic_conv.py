@@ -39,12 +39,9 @@ def _check(image, kernel, kernel_size, scale, mode):
         fail(f"kernel is on {kernel.device} but image is on {image.device}")
 
 
-def dynamic_conv_torch(image, kernel, kernel_size, scale, per_channel):
-    """`torch` backend: one shifted multiply-add per tap, no unfolded copy of the image."""
+def _torch_forward(image, kernel, k, s, per_channel):
+    """One shifted multiply-add per tap, no unfolded copy of the image."""
     N, C, H, W = image.shape
-    k, s = kernel_size, scale
-    if image.numel() == 0 or kernel.numel() == 0:  # pixel_shuffle's backward rejects empty batches
-        return image.new_zeros((N, C, H * s, W * s)) + 0 * (image.sum() + kernel.sum())
     p = (k - 1) // 2
     padded = F.pad(image, [p, p, p, p])
     kern = kernel.view(N, C if per_channel else 1, k * k, s * s, H, W)
@@ -55,6 +52,52 @@ def dynamic_conv_torch(image, kernel, kernel_size, scale, per_channel):
             out = term if out is None else out + term
     out = out.reshape(N, C * s * s, H, W)
     return F.pixel_shuffle(out, s) if s > 1 else out
+
+
+class _TorchDynamicConv(torch.autograd.Function):
+    """The torch backend with a hand-written backward: autograd of the per-tap forward would
+    zero-fill a full-size gradient for every tap slice (k*k of them); this writes each tap's
+    kernel-gradient slice once and shift-adds each tap's image gradient into one padded buffer.
+    The backward is made of differentiable ops, so double backward still works."""
+
+    @staticmethod
+    def forward(ctx, image, kernel, k, s, per_channel):
+        ctx.save_for_backward(image, kernel)
+        ctx.k, ctx.s, ctx.per_channel = k, s, per_channel
+        return _torch_forward(image, kernel, k, s, per_channel)
+
+    @staticmethod
+    def backward(ctx, grad):
+        image, kernel = ctx.saved_tensors
+        k, s, per_channel = ctx.k, ctx.s, ctx.per_channel
+        N, C, H, W = image.shape
+        p, ss, groups = (k - 1) // 2, s * s, C if per_channel else 1
+        g = (F.pixel_unshuffle(grad, s) if s > 1 else grad).reshape(N, C, ss, H, W)
+        kern = kernel.view(N, groups, k * k, ss, H, W)
+        d_image = d_kernel = None
+        if ctx.needs_input_grad[1]:
+            padded = F.pad(image, [p, p, p, p])
+            d_kernel = kernel.new_empty(N, groups, k * k, ss, H, W)
+            for tap in range(k * k):
+                b, a = divmod(tap, k)
+                prod = g * padded[:, :, a:a + H, b:b + W].unsqueeze(2)  # (N, C, s*s, H, W)
+                d_kernel[:, :, tap] = prod if per_channel else prod.sum(1, keepdim=True)
+            d_kernel = d_kernel.view(kernel.shape)
+        if ctx.needs_input_grad[0]:
+            d_padded = image.new_zeros(N, C, H + 2 * p, W + 2 * p)
+            for tap in range(k * k):
+                b, a = divmod(tap, k)
+                d_padded[:, :, a:a + H, b:b + W] += (g * kern[:, :, tap]).sum(2)
+            d_image = d_padded[:, :, p:p + H, p:p + W]
+        return d_image, d_kernel, None, None, None
+
+
+def dynamic_conv_torch(image, kernel, kernel_size, scale, per_channel):
+    """`torch` backend: per-tap shifted multiply-adds forward and backward, any device and dtype."""
+    N, C, H, W = image.shape
+    if image.numel() == 0 or kernel.numel() == 0:  # pixel_shuffle's backward rejects empty batches
+        return image.new_zeros((N, C, H * scale, W * scale)) + 0 * (image.sum() + kernel.sum())
+    return _TorchDynamicConv.apply(image, kernel, kernel_size, scale, per_channel)
 
 
 def dynamic_conv(image, kernel, *, kernel_size, scale=1, mode="shared", backend="auto"):
