@@ -233,7 +233,6 @@ def copy_bandwidth(device, nbytes):
     x = torch.empty(nbytes // 4, device=device, dtype=torch.float32).uniform_()
     y = torch.empty_like(x)
     ms = Timer(device, rounds=10 if device.type == "cuda" else 3)(lambda: y.copy_(x))
-    del x, y
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
 
