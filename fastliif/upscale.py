@@ -12,13 +12,14 @@ Grayscale images run as RGB (the gray plane replicated) and are written back as 
 (ITU-R 601 luma, as Pillow's ``convert('L')``); an alpha plane is upscaled with bicubic
 interpolation (``F.interpolate``, ``align_corners=False``) and kept.
 
-The whole output is one query call. A call into the fused kernel cannot report progress
-from inside, so outputs above ``PROGRESS_PIXELS`` are queried in ``PROGRESS_SLICES`` row
-slices and a tqdm bar advances per slice. That costs nothing: the encoder still runs once,
-each query is computed independently of the others, and the fused op's working memory does
-not grow with the number of queries (fixed tiles per thread), so a slice needs no more
-memory than the whole. The reference backend, whose memory does grow with the queries
-(~7 KB each), is queried in chunks of ``REFERENCE_CHUNK`` as the official ``batched_predict``.
+The whole output is one query call (no batched_predict: the fused op's working memory does
+not grow with the number of queries). A call into the fused kernel cannot report progress from
+inside, so on outputs above ``PROGRESS_PIXELS`` the bar advances by phase (encode, query) and
+shows the elapsed time; ``slices=N`` (CLI ``--slices N``) queries N row bands instead, for a
+bar that moves within the query. Slicing gives the same pixels bit for bit and needs no more
+memory: the encoder still runs once and every query is independent. The reference backend,
+whose memory does grow with the queries (~7 KB each), is queried in chunks of
+``REFERENCE_CHUNK`` as the official ``batched_predict``.
 """
 import contextlib
 import math
@@ -38,8 +39,7 @@ from .reference.coord import make_cell, make_coord
 
 PRECISIONS = ("ieee", "tf32", "bf16", "fp16")
 BACKENDS = ("auto", "cpu", "torch", "triton", "reference")
-PROGRESS_PIXELS = 1 << 20  # outputs above ~1 MP (seconds on a CPU) get a progress bar: row slices
-PROGRESS_SLICES = 16
+PROGRESS_PIXELS = 1 << 20  # outputs above ~1 MP (seconds on a CPU) get a progress bar
 REFERENCE_CHUNK = 30000  # queries per reference call: the official test-time batched_predict bsize
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, Pillow's RGB -> L
 JPEG_MAX_SIDE = 65535
@@ -239,11 +239,13 @@ def is_fused(model):
 
 
 def rows_per_call(model, out_hw, slices=None):
-    """Output rows per query call: all of them, unless a progress bar needs slices (large outputs)
+    """Output rows per query call: all of them (one call), unless ``slices`` asks for row bands
     or the model is not fused (reference chunks of REFERENCE_CHUNK queries)."""
     H, W = out_hw
     if slices is None:
-        slices = PROGRESS_SLICES if H * W > PROGRESS_PIXELS else 1
+        slices = 1
+    if int(slices) < 1:
+        raise UpscaleError(f"slices must be >= 1, got {slices}")
     rows = math.ceil(H / max(1, min(int(slices), H)))
     if not is_fused(model):
         rows = min(rows, max(1, REFERENCE_CHUNK // W))
@@ -260,8 +262,8 @@ def upscale_tensor(model, x, out_hw, *, precision=None, slices=None, progress=Tr
     ``out_hw = (H, W)`` with a LIIF ``model`` (fused ``fastliif.nn.LIIF`` or any module with the
     official ``gen_feat`` / ``query_rgb``). Returns a float32 CxHxW CPU tensor in [0, 1].
 
-    ``slices``: number of row slices to query (default: 1, or PROGRESS_SLICES above
-    PROGRESS_PIXELS); ``timings``: a dict that receives the seconds of each phase.
+    ``slices``: number of row bands to query (default 1: the whole output in one call);
+    ``timings``: a dict that receives the seconds of each phase.
     """
     if x.dim() != 3 or x.shape[0] not in (1, 2, 3, 4) or x.shape[1] < 1 or x.shape[2] < 1:
         raise UpscaleError(f"expected a CxHxW image with 1-4 channels, got shape {tuple(x.shape)}")
@@ -276,15 +278,20 @@ def upscale_tensor(model, x, out_hw, *, precision=None, slices=None, progress=Tr
     ys = make_coord((H,))[:, 0]  # per-axis make_coord: slices of the (H, W) grid, bit for bit
     xs = make_coord((W,))[:, 0]
     out = torch.empty(3, H, W)
-    with torch.no_grad(), precision_mode(precision, device):
+    large = progress and H * W > PROGRESS_PIXELS
+    band_bar = large and rows < H  # a bar that moves per row band
+    phases = tqdm(total=2, desc="LIIF encode", bar_format="{desc}: phase {n_fmt}/{total_fmt} [{elapsed}]",
+                  disable=not (large and not band_bar), leave=False, file=sys.stderr)
+    with torch.no_grad(), precision_mode(precision, device), phases:
         t0 = time.perf_counter()
         inp = ((rgb.float() - 0.5) / 0.5).unsqueeze(0).to(device)
         model.gen_feat(inp)
         _sync(device)
         t1 = time.perf_counter()
         timings["encode"] = t1 - t0
-        show = progress and rows < H
-        with tqdm(total=H * W, unit="px", unit_scale=True, desc="LIIF query", disable=not show, leave=False,
+        phases.update(1)
+        phases.set_description(f"LIIF query, {H * W / 1e6:.2f} MP in one call")
+        with tqdm(total=H * W, unit="px", unit_scale=True, desc="LIIF query", disable=not band_bar, leave=False,
                   file=sys.stderr) as bar:
             for r0 in range(0, H, rows):
                 r1 = min(H, r0 + rows)
@@ -296,6 +303,7 @@ def upscale_tensor(model, x, out_hw, *, precision=None, slices=None, progress=Tr
                 bar.update((r1 - r0) * W)
         _sync(device)
         timings["query"] = time.perf_counter() - t1
+        phases.update(1)
     model.feat = None  # free the features
     if c in (1, 2):
         out = torch.tensordot(torch.tensor(LUMA), out, dims=1).unsqueeze(0)

@@ -16,7 +16,7 @@ from fastliif.cli import main
 from fastliif.nn import LIIF
 from fastliif.pretrained import load_pretrained
 from fastliif.reference import make_cell, make_coord
-from fastliif.upscale import (PROGRESS_SLICES, REFERENCE_CHUNK, UpscaleError, output_size, parse_size,
+from fastliif.upscale import (REFERENCE_CHUNK, UpscaleError, output_size, parse_size,
                               rows_per_call, upscale_tensor)
 
 
@@ -145,8 +145,11 @@ def test_reference_backend_and_slices_match_fused(ckpt):
     assert one.shape == (3, 29, 23) and one.std() > 0.05
     assert (sliced - one).abs().max() < 1e-6
     assert (oracle - one).abs().max() < 1e-5
-    # a progress bar needs slices: large outputs are queried in PROGRESS_SLICES row slices
-    assert rows_per_call(fused, (2048, 1024)) == 2048 // PROGRESS_SLICES
+    # one call by default, however large; row bands only when asked for
+    assert rows_per_call(fused, (2048, 1024)) == 2048
+    assert rows_per_call(fused, (2048, 1024), slices=16) == 128
+    with pytest.raises(UpscaleError, match="slices must be >= 1"):
+        rows_per_call(fused, (10, 10), slices=0)
     assert rows_per_call(fused, (100, 100)) == 100
     assert rows_per_call(ref, (100, 1000)) == REFERENCE_CHUNK // 1000
 
@@ -247,3 +250,18 @@ def test_device_auto_picks_cuda_only_when_available():
     assert parse_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(UpscaleError, match="--device must be cpu or cuda"):
         parse_device("tpu")
+
+
+def test_large_output_is_one_query_call_and_slices_match(tmp_path, ckpt, monkeypatch, capsys):
+    import fastliif.upscale as up
+    calls = []
+    real = up.make_cell
+    monkeypatch.setattr(up, "make_cell", lambda coord, shape: calls.append(len(coord)) or real(coord, shape))
+    src = random_image(tmp_path / "in.png", 40, 36)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "one.png"), "--size", "1080x1200"]) == 0
+    assert calls == [1080 * 1200]  # > PROGRESS_PIXELS, still a single query call
+    calls.clear()
+    assert main(["upscale", str(src), "-o", str(tmp_path / "bands.png"), "--size", "1080x1200", "--slices", "5"]) == 0
+    assert len(calls) == 5 and sum(calls) == 1080 * 1200
+    one, bands = (np.asarray(Image.open(tmp_path / n)) for n in ("one.png", "bands.png"))
+    assert np.array_equal(one, bands)

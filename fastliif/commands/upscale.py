@@ -18,6 +18,9 @@ def register(sub):
     p.add_argument("--precision", choices=("ieee", "tf32", "bf16", "fp16"),
                    help="GPU matmul precision (default: PyTorch's settings); the CPU computes IEEE fp32")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto: cuda when available)")
+    p.add_argument("--slices", type=int, default=None, metavar="N",
+                   help="query the output in N row bands (same pixels) so the progress bar moves "
+                        "within the query; default: the whole output in one call")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -33,7 +36,7 @@ def run(args):
     try:
         res = upscale_file(args.input, args.output, scale=args.scale, size=args.size, model=args.model,
                            backend=args.backend, precision=args.precision, device=args.device,
-                           progress=not args.no_progress)
+                           slices=args.slices, progress=not args.no_progress)
     except (OSError, ValueError, RuntimeError, MemoryError) as exc:  # user-facing: message, no traceback
         return fail(str(exc) or type(exc).__name__)
     (h, w), (H, W) = res.input_size, res.output_size
