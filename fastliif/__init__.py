@@ -7,6 +7,11 @@
     fastliif.swap(existing_model)                        # fused query in place; unswap reverts
     fastliif.ops.liif_query(feat, coord, cell, weights, biases)
 
+Around the kernels (imported on use): ``fastliif.data`` (datasets, resizing, degradations),
+``fastliif.metrics``, ``fastliif.models`` (registry), ``fastliif.train``, ``fastliif.evaluate``,
+``fastliif.upscale``, ``fastliif.pretrained`` (the bundled model); the ``fastliif`` command line
+(demo, upscale, eval, train, bench, ...).
+
 Importing never needs the compiled extension, Triton or a GPU: ``python -m fastliif.env``.
 """
 from . import _ext, models, nn, ops, reference
