@@ -79,7 +79,8 @@ def _first_layer(DST, P, ROWS, REL, RELCELL, WREL, B1, t, q, qmask, N,
         if CELL:
             h += cy[:, None] * tl.load(WREL + c * NREL + 2).to(tl.float32)[None, :]
             h += cx[:, None] * tl.load(WREL + c * NREL + 3).to(tl.float32)[None, :]
-        tl.store(DST + r[:, None] * H + c[None, :], tl.maximum(h, 0.0))
+        # PropagateNan.ALL: NaN stays NaN, as torch.relu (the default max would return 0)
+        tl.store(DST + r[:, None] * H + c[None, :], tl.maximum(h, 0.0, propagate_nan=tl.PropagateNan.ALL))
 
 
 @triton.jit
@@ -96,7 +97,7 @@ def _hidden_layer(SRC, DST, W, BIAS, H: tl.constexpr, BQ: tl.constexpr, BN: tl.c
             w = tl.load(W + ncol[None, :] * H + kcol[:, None]).to(tl.float32)  # W^T chunk [BK, BN]
             acc += _dot(a, w, DOT)
         acc += tl.load(BIAS + ncol).to(tl.float32)[None, :]
-        tl.store(DST + r[:, None] * H + ncol[None, :], tl.maximum(acc, 0.0))
+        tl.store(DST + r[:, None] * H + ncol[None, :], tl.maximum(acc, 0.0, propagate_nan=tl.PropagateNan.ALL))
 
 
 @triton.autotune(configs=_configs(), key=["H", "NC", "L", "DOT"])

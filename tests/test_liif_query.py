@@ -396,3 +396,19 @@ def test_default_constructor_is_liif_edsr_baseline():
     keys = model.state_dict().keys()
     assert "imnet.layers.8.weight" in keys and "encoder.body.16.weight" in keys
     assert model.imnet.layers[0].in_features == 64 * 9 + 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nan_in_features_propagates_as_the_reference(backend):
+    # torch.relu keeps NaN; a fused ReLU written as max(x, 0) or (x > 0 ? x : 0) would hide it
+    torch.manual_seed(21)
+    feat = torch.randn(1, 4, 5, 5)
+    feat[0, 1, 2, 2] = float("nan")
+    weights = [torch.randn(16, 4 * 9 + 4), torch.randn(16, 16), torch.randn(3, 16)]
+    biases = [torch.randn(16), torch.randn(16), torch.randn(3)]
+    coord = torch.rand(1, 60, 2) * 2 - 1
+    cell = torch.full((1, 60, 2), 0.2)
+    want = liif_query(feat, coord, cell, weights, biases, backend="torch")
+    got = liif_query(feat, coord, cell, weights, biases, backend=backend)
+    assert torch.isnan(want).any() and not torch.isnan(want).all()
+    assert torch.equal(torch.isnan(got), torch.isnan(want))

@@ -196,3 +196,16 @@ def _errors(precision, dtype, flags=(True, True, True)):
 def test_gpu_precision_within_twice_pytorch_error(precision, dtype):
     err, torch_err = _errors(precision, dtype)
     assert err <= 2 * torch_err + 1e-6, f"{precision}: fused error {err:.2e} vs PyTorch's {torch_err:.2e}"
+
+
+def test_nan_in_features_propagates_as_the_reference():
+    torch.manual_seed(21)
+    feat = torch.randn(1, 4, 5, 5)
+    feat[0, 1, 2, 2] = float("nan")
+    weights = [torch.randn(16, 4 * 9 + 4), torch.randn(16, 16), torch.randn(3, 16)]
+    biases = [torch.randn(16), torch.randn(16), torch.randn(3)]
+    coord = torch.rand(1, 60, 2) * 2 - 1
+    cell = torch.full((1, 60, 2), 0.2)
+    want = liif_query(feat, coord, cell, weights, biases, backend="torch")
+    got = liif_query(feat, coord, cell, weights, biases, backend="triton")
+    assert torch.isnan(want).any() and torch.equal(torch.isnan(got), torch.isnan(want))

@@ -149,7 +149,7 @@ void tile_forward(const Problem<T>& p, int64_t q0, int64_t tq, Scratch<T>& s) {
         for (int64_t c = 0; c < n1; ++c) dst[c] += wj[c] * fj;
       }
       if (relu_first)
-        for (int64_t c = 0; c < n1; ++c) dst[c] = dst[c] > T(0) ? dst[c] : T(0);
+        for (int64_t c = 0; c < n1; ++c) dst[c] = dst[c] < T(0) ? T(0) : dst[c];  // NaN stays NaN, as torch.relu
     }
   }
   const int64_t nl = static_cast<int64_t>(p.weights.size());
