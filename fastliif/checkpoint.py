@@ -17,18 +17,14 @@ def load_checkpoint(path, *, map_location="cpu", backend="auto", trusted=False):
     Loads with ``weights_only=True`` (no arbitrary code); pass ``trusted=True`` to fall back
     to full unpickling for a file you trust that needs it.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        saved = torch.load(path, map_location=map_location, weights_only=not trusted)
-    except pickle.UnpicklingError as exc:
-        _fail(path, f"cannot be loaded safely (weights_only=True): {exc}. "
-                    "Pass trusted=True only if you trust where the file came from.")
-    except Exception as exc:
-        _fail(path, f"is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}")
+    saved = read_checkpoint(path, map_location=map_location, trusted=trusted)
     spec = saved.get("model") if isinstance(saved, dict) else None
     if not isinstance(spec, dict) or not {"name", "args", "sd"} <= set(spec):
         _fail(path, "expected the official LIIF format {'model': {'name', 'args', 'sd'}}")
+    return _liif_from_spec(path, spec, backend)
+
+
+def _liif_from_spec(path, spec, backend):
     if spec["name"] != "liif":
         _fail(path, f"holds a {spec['name']!r} model; load_checkpoint reads 'liif' models")
     args = dict(spec["args"])
@@ -69,14 +65,13 @@ def load_model(path, *, map_location="cpu", backend="auto", trusted=False, key="
     if not isinstance(spec, dict) or not {"name", "args", "sd"} <= set(spec):
         _fail(path, f"expected the official LIIF format {{{key!r}: {{'name', 'args', 'sd'}}}}")
     if spec["name"] == "liif" and key == "model":
-        return load_checkpoint(path, map_location=map_location, backend=backend, trusted=trusted)
+        return _liif_from_spec(path, spec, backend)
     from .models import make
-    import inspect
     try:
         model = make({"name": spec["name"], "args": spec["args"]})
     except (KeyError, TypeError, ValueError) as exc:
         _fail(path, f"cannot build {spec['name']!r} from its args {spec['args']}: {type(exc).__name__}: {exc}")
-    if "backend" in inspect.signature(type(model).__init__).parameters and hasattr(model, "backend"):
+    if hasattr(model, "backend"):  # the fused modules (udvd, ...)
         model.backend = backend
     try:
         model.load_state_dict(spec["sd"])

@@ -62,21 +62,15 @@ def load_images(folder, limit=None):
     """``[(name, CxHxW float32 RGB in [0, 1]), ...]`` of a folder's images sorted by file name
     (``name`` = file name without extension). ``samples:chelsea,camera,...`` names photographs
     bundled with scikit-image / matplotlib instead (the ``sample-images`` dataset)."""
+    from .data.folders import ImageFolder, SampleImages
     if folder.startswith(SAMPLES_PREFIX):
-        from .data.folders import SampleImages
         names = [n for n in folder[len(SAMPLES_PREFIX):].split(",") if n]
         if limit is not None:
             names = names[:int(limit)]
         dataset = SampleImages(names)
         return [(n, dataset[i]) for i, n in enumerate(names)]
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    files = sorted(f for f in os.listdir(folder) if is_image_file(f))
-    if limit is not None:
-        files = files[:int(limit)]
-    if not files:
-        raise ValueError(f"no images in {folder}")
-    return [(os.path.splitext(f)[0], load_image(os.path.join(folder, f))) for f in files]
+    dataset = ImageFolder(folder, first_k=limit)
+    return [(os.path.splitext(os.path.basename(f))[0], dataset.load(i)) for i, f in enumerate(dataset.files)]
 
 
 def _lr_folder(root, scale, n_scales):

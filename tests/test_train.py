@@ -53,6 +53,7 @@ def test_overrides_and_defaults(tmp_path):
 @pytest.mark.parametrize("change, match", [
     ({"epoch_max": 0}, "epoch_max"),
     ({"task": "nope"}, "task must be"),
+    ({"task": "gan", "gan": {"discriminator": {"name": "srgan-discriminator"}}, "amp": True}, "amp is not supported"),
     ({"train_dataset": {"dataset": {"name": "image-folder"}}}, "batch_size"),
 ])
 def test_bad_configs_rejected(change, match):
@@ -172,3 +173,11 @@ def test_train_cli(tmp_path, capsys):
     assert "parameters" in out and "epoch 1:" in out and (tmp_path / "out" / "epoch-last.pth").exists()
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "config not found" in capsys.readouterr().err
+
+
+def test_diverged_run_stops_with_a_clear_error(tmp_path):
+    # a zero divisor makes the normalised input infinite: the loss is NaN from the first step
+    config = validate(tiny_liif(epoch_max=1, iters_per_epoch=3,
+                                data_norm={"inp": {"sub": [0.5], "div": [0.0]}}))
+    with pytest.raises(FloatingPointError, match="at epoch 1, step 0"):
+        train(config, str(tmp_path), log=quiet, progress=False)

@@ -58,7 +58,7 @@ class ImageFolder(_Repeated):
         if first_k is not None:
             files = files[:int(first_k)]
         if not files:
-            raise ValueError(f"no images (png/jpg/bmp/tif/webp) in {root_path}")
+            raise ValueError(f"no images in {root_path} (png, jpg, bmp, tif, webp)")
         self.root_path = root_path
         self.files = [os.path.join(root_path, f) for f in files]
 

@@ -11,32 +11,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ..reference.coord import make_cell, to_pixel_samples
+from .augment import randint, random_augment
 from .registry import register
 from .resize import resize
-
-
-def _randint(high):
-    """Uniform integer in [0, high]."""
-    return int(torch.randint(0, high + 1, ()).item())
-
-
-def random_augment(*images, augment=True):
-    """The official flips: hflip (rows reversed), vflip (columns), transpose, each with p=0.5,
-    the same for every image of the tuple."""
-    if not augment:
-        return images
-    hflip, vflip, dflip = (torch.rand(3) < 0.5).tolist()
-
-    def apply(x):
-        if hflip:
-            x = x.flip(-2)
-        if vflip:
-            x = x.flip(-1)
-        if dflip:
-            x = x.transpose(-2, -1)
-        return x
-
-    return tuple(apply(x) for x in images)
 
 
 def query_samples(crop_hr, sample_q):
@@ -88,7 +65,7 @@ class SRImplicitDownsampled(Dataset):
             if w_hr > min(img.shape[-2:]):
                 raise ValueError(f"image {tuple(img.shape)} is smaller than the {w_hr}x{w_hr} HR crop "
                                  f"(inp_size {w_lr} x scale {s:.3f})")
-            x0, y0 = _randint(img.shape[-2] - w_hr), _randint(img.shape[-1] - w_hr)
+            x0, y0 = randint(img.shape[-2] - w_hr), randint(img.shape[-1] - w_hr)
             crop_hr = img[:, x0:x0 + w_hr, y0:y0 + w_hr]
             crop_lr = resize(crop_hr, (w_lr, w_lr), self.resize)
         crop_lr, crop_hr = random_augment(crop_lr, crop_hr, augment=self.augment)
@@ -120,7 +97,7 @@ class SRImplicitPaired(Dataset):
             w_lr = int(self.inp_size)
             if w_lr > min(img_lr.shape[-2:]):
                 raise ValueError(f"LR image {tuple(img_lr.shape)} is smaller than inp_size {w_lr}")
-            x0, y0 = _randint(img_lr.shape[-2] - w_lr), _randint(img_lr.shape[-1] - w_lr)
+            x0, y0 = randint(img_lr.shape[-2] - w_lr), randint(img_lr.shape[-1] - w_lr)
             crop_lr = img_lr[:, x0:x0 + w_lr, y0:y0 + w_lr]
             crop_hr = img_hr[:, x0 * s:(x0 + w_lr) * s, y0 * s:(y0 + w_lr) * s]
         crop_lr, crop_hr = random_augment(crop_lr, crop_hr, augment=self.augment)

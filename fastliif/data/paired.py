@@ -17,7 +17,7 @@ import re
 from torch.utils.data import Dataset
 
 from .folders import ImageFolder, _Repeated
-from .liif_wrappers import _randint, random_augment
+from .augment import randint, random_augment
 from .registry import register
 from .resize import METHODS, resize
 
@@ -114,7 +114,7 @@ class SRPaired(Dataset):
             p = self.inp_size
             if p > min(h, w):
                 raise ValueError(f"LR image {tuple(lr.shape)} is smaller than inp_size {p}")
-            y0, x0 = _randint(h - p), _randint(w - p)
+            y0, x0 = randint(h - p), randint(w - p)
             crop_lr = lr[:, y0:y0 + p, x0:x0 + p]
             crop_hr = hr[:, y0 * s:(y0 + p) * s, x0 * s:(x0 + p) * s]
         crop_lr, crop_hr = random_augment(crop_lr, crop_hr, augment=self.augment)
@@ -157,7 +157,7 @@ class SRDownsampled(Dataset):
             if side > min(img.shape[-2:]):
                 raise ValueError(f"image {tuple(img.shape)} is smaller than the {side}x{side} HR crop "
                                  f"(inp_size {h} x scale {s})")
-            y0, x0 = _randint(img.shape[-2] - side), _randint(img.shape[-1] - side)
+            y0, x0 = randint(img.shape[-2] - side), randint(img.shape[-1] - side)
             crop_hr = img[:, y0:y0 + side, x0:x0 + side]
         crop_lr = resize(crop_hr, (h, w), method=self.resize)
         crop_lr, crop_hr = random_augment(crop_lr, crop_hr, augment=self.augment)

@@ -40,6 +40,7 @@ import torch
 from numpy.lib.format import open_memmap
 
 from . import degradations as deg
+from .augment import dihedral as apply_dihedral
 from .io import is_image_file, load_image, open_image
 from .registry import register
 
@@ -104,17 +105,6 @@ def degrade_patch(img, y0, x0, patch_size, kernel, scale, padding="reflect"):
     return lr[:, t:t + n, l:l + n]
 
 
-def _transform(x, flip_h, flip_v, transpose):
-    # One of the 8 dihedral symmetries, on the last two dims (image or kernel alike).
-    if flip_h:
-        x = x.flip(-1)
-    if flip_v:
-        x = x.flip(-2)
-    if transpose:
-        x = x.transpose(-1, -2)
-    return x
-
-
 class _Sampler:
     """Draws one degraded sample from an HR image with a given generator (shared by both paths)."""
 
@@ -166,7 +156,8 @@ def _item(lr, hr, kernel, level, pca, dihedral=None):
     """The dataset dict; ``dihedral`` = (flip_h, flip_v, transpose) applied to all three and the
     kernel code re-projected (an anisotropic kernel turns with the image)."""
     if dihedral is not None and any(dihedral):
-        lr, hr, kernel = (_transform(t, *dihedral) for t in (lr, hr, kernel))
+        flip_h, flip_v, transpose = dihedral
+        lr, hr, kernel = (apply_dihedral(t, flip_v, flip_h, transpose) for t in (lr, hr, kernel))
     code = deg.project_kernel(kernel, pca)
     kmap, nmap = deg.degradation_maps(code, level, *lr.shape[-2:])
     return {"inp": lr.float().contiguous(), "kernel": kmap, "noise": nmap, "gt": hr.float().contiguous()}

@@ -1,7 +1,7 @@
 """Parameter counts of registered models: ``count_parameters`` and ``describe``."""
 import inspect
 
-from . import _REGISTRY, _populate, make
+from . import get, make
 
 
 def count_parameters(model, trainable_only=False):
@@ -10,10 +10,7 @@ def count_parameters(model, trainable_only=False):
 
 
 def _signature(name):
-    _populate()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
-    return inspect.signature(_REGISTRY[name]).parameters.values()
+    return inspect.signature(get(name)).parameters.values()
 
 
 def required_args(name):

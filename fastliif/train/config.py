@@ -59,6 +59,8 @@ def validate(config, source="config"):
         raise ValueError(f"{source}: task must be one of {TASKS}, got {config['task']!r}")
     if config["task"] == "gan" and not config.get("gan"):
         raise ValueError(f"{source}: task 'gan' needs a 'gan' section (discriminator, optimizer)")
+    if config["task"] == "gan" and config["amp"]:
+        raise ValueError(f"{source}: amp is not supported for task 'gan' (the SRGAN step runs in fp32)")
     for section in ("train_dataset", "val_dataset"):
         spec = config.get(section)
         if spec is None:

@@ -22,6 +22,7 @@ from .tasks import DataNorm, forward, to_device, validation_psnr
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 BACKENDS = ("auto", "cpu", "torch", "triton", "cuda", "reference")
+CHECK_EVERY = 10  # steps between loss read-backs (finite check, progress bar)
 
 
 def make_loader(spec, rank, world_size, shuffle, num_workers):
@@ -59,14 +60,24 @@ def make_optimizer(params, spec, state=None):
     return opt
 
 
+def _amp_dtype(device):
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
 def autocast_for(device, enabled):
+    """The autocast context of one step (bf16, or fp16 on GPUs without bf16)."""
     if not enabled:
-        return contextlib.nullcontext(), None
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-        return torch.autocast("cuda", dtype=dtype), scaler
-    return torch.autocast(device.type, dtype=torch.bfloat16), None
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_amp_dtype(device))
+
+
+def grad_scaler(device, enabled):
+    """A GradScaler for the whole run when AMP runs in fp16 (its scale adapts across steps)."""
+    if enabled and device.type == "cuda" and _amp_dtype(device) == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def save_history_plot(history, path):
@@ -92,8 +103,7 @@ def save_history_plot(history, path):
 def validate(task, model, loader, norm, device, amp):
     model.eval()
     values = []
-    ctx, _ = autocast_for(device, amp)
-    with torch.no_grad(), ctx:
+    with torch.no_grad(), autocast_for(device, amp):
         for batch in loader:
             values.append(validation_psnr(task, model, to_device(batch, device), norm))
     model.train()
@@ -159,6 +169,7 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
         if task == "gan":
             step_impl.wrap_ddp(device)
     amp = bool(config["amp"])
+    scaler = grad_scaler(device, amp)
     cap = config.get("iters_per_epoch")
     steps_per_epoch = len(train_loader) if cap is None else min(len(train_loader), int(cap))
 
@@ -178,18 +189,14 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
                 break
             batch = to_device(batch, device)
             if task == "gan":
-                loss = step_impl.step(net, optimizer, batch, norm, amp)
+                loss = step_impl.step(net, optimizer, batch, norm)
             else:
-                ctx, scaler = autocast_for(device, amp)
-                with ctx:
+                with autocast_for(device, amp):
                     pred, target, _ = forward(task, net, batch, norm)
                     if isinstance(pred, (tuple, list)):
                         loss = loss_fn([p.float() for p in pred], target)
                     else:
                         loss = loss_fn(pred.float(), target)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {i}; "
-                                             "lower the learning rate or check the data")
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -200,8 +207,15 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
                     optimizer.step()
             total += loss.detach()
             count += 1
-            if progress and (i % 10 == 0):
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+            # Read the loss back (a host-device sync) every CHECK_EVERY steps only: to catch a
+            # diverged run and to show it on the bar.
+            if i % CHECK_EVERY == 0 or i == steps_per_epoch - 1:
+                watched = loss.detach() if task != "gan" else torch.stack([loss, step_impl.last_d_loss])
+                if not torch.isfinite(watched).all():
+                    raise FloatingPointError(f"loss is {watched.tolist()} at epoch {epoch}, step {i} or the "
+                                             f"{CHECK_EVERY - 1} before; lower the learning rate or check the data")
+                if progress:
+                    bar.set_postfix(loss=f"{float(watched.flatten()[0]):.4f}")
             bar.update(1)
         bar.close()
         if world_size > 1:
