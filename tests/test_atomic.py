@@ -167,14 +167,16 @@ def test_concurrent_writers_leave_one_whole_file(tmp_path):
     size = 16 * 16384
     payloads = {bytes([65 + k]) * size for k in range(2)}
     writers = [_child("""
-        import sys
-        from fastliif.atomic import atomic_write
-        path, k = sys.argv[1], int(sys.argv[2])
-        for _ in range(10):
+        import importlib.util, sys
+        path, k, src = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+        spec = importlib.util.spec_from_file_location("atomic", src)   # the module alone: no torch import
+        spec.loader.exec_module(mod := importlib.util.module_from_spec(spec))
+        atomic_write = mod.atomic_write
+        for _ in range(40):
             with atomic_write(path) as f:
                 for _ in range(16):          # many small writes: interleaving would show
                     f.write(bytes([65 + k]) * 16384)
-        """, target, k) for k in range(2)]
+        """, target, k, atomic.__file__) for k in range(2)]
     seen = set()
     try:
         while any(w.poll() is None for w in writers):
@@ -182,13 +184,14 @@ def test_concurrent_writers_leave_one_whole_file(tmp_path):
                 data = target.read_bytes()   # every read, at any moment, is one payload whole
                 assert data in payloads, f"torn file: {len(data)} bytes, {sorted(set(data))}"
                 seen.add(data[:1])
+            time.sleep(0.002)                # leave the 2 cores to the writers
         assert [w.wait(60) for w in writers] == [0, 0]
     finally:
         for w in writers:
             if w.poll() is None:
                 w.kill()
                 w.wait()
-    assert target.read_bytes() in payloads
+    assert target.read_bytes() in payloads and seen   # (seen: the file was read while being rewritten)
     assert _leftovers(tmp_path, "shared.bin") == []
 
 
