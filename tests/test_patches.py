@@ -1,6 +1,8 @@
 """crop_to_patches (PNG and HDF5 routes), the hdf5-patches dataset and `fastliif prepare-patches`."""
+import errno
 import os
 import pickle
+import sys
 
 import h5py
 import numpy as np
@@ -11,7 +13,9 @@ from PIL import Image
 from fastliif.cli import main
 from fastliif.data import make
 from fastliif.data.io import load_image
-from fastliif.data.patches import crop_to_patches, tile_starts
+from fastliif.atomic import DiskFullError
+from fastliif.data import patches
+from fastliif.data.patches import crop_to_patches, patch_stems, tile_starts
 
 SIZES = {"a.png": (37, 50), "b.png": (40, 40), "c.jpg": (26, 33)}   # name -> (h, w)
 CROP, STEP = 16, 10
@@ -129,26 +133,155 @@ def test_hdf5_dataset_options_workers_and_pickle(src, tmp_path):
 def test_cli_prepare_patches(src, tmp_path, capsys):
     h5 = str(tmp_path / "cli.h5")
     args = ["prepare-patches", str(src), h5, "--crop-size", str(CROP), "--step", str(STEP), "--no-progress"]
-    with pytest.warns(UserWarning):
-        assert main(args) == 0                                   # format inferred from .h5
+    small = f"fastliif prepare-patches: warning: {src / 'e_small.png'}: 30x8 is smaller than crop_size 16; skipped\n"
+    assert main(args) == 0                                       # format inferred from .h5
     n = len(_expected(src, CROP, STEP, None))
-    assert f"wrote {n} patches to {h5} (hdf5)" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert f"wrote {n} patches to {h5} (hdf5)" in out and err == small  # the warning: one line
     with h5py.File(h5, "r") as f:
         assert f["patches"].shape[0] == n
     assert main(args) == 2                                       # exists, no --overwrite
     assert "exists (pass overwrite=True / --overwrite)" in capsys.readouterr().err
-    with pytest.warns(UserWarning):
-        assert main(args + ["--overwrite", "--thresh-size", "0"]) == 0
+    assert main(args + ["--overwrite", "--thresh-size", "0"]) == 0
     assert f"wrote {len(_expected(src, CROP, STEP, 0))} patches" in capsys.readouterr().out
     out = str(tmp_path / "cli_png")
-    with pytest.warns(UserWarning):
-        assert main(["prepare-patches", str(src), out, "--crop-size", "20", "--step", "15", "--format", "png",
-                     "--no-progress"]) == 0
+    assert main(["prepare-patches", str(src), out, "--crop-size", "20", "--step", "15", "--format", "png",
+                 "--no-progress"]) == 0
     assert len(os.listdir(out)) == len(_expected(src, 20, 15, None))
-    assert main(["prepare-patches", str(tmp_path / "missing"), out, "--no-progress"]) == 2
-    assert "source folder not found" in capsys.readouterr().err
-    assert main(["prepare-patches", str(src), out, "--compression", "lzf", "--no-progress"]) == 2
-    assert "--compression applies to --format hdf5 only" in capsys.readouterr().err
+    capsys.readouterr()
+    for argv, msg in [([str(tmp_path / "missing"), out], "source folder not found"),
+                      ([str(src), out, "--compression", "lzf"], "--compression applies to --format hdf5 only")]:
+        assert main(["prepare-patches", *argv, "--no-progress"]) == 2
+        out_, err = capsys.readouterr()
+        assert err.startswith("fastliif prepare-patches: error: ") and msg in err and err.count("\n") == 1
+
+
+def _rgb(path, h, w, seed):
+    arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path, quality=95)
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _tiles(arr, crop=CROP, step=STEP):
+    return [arr[y:y + crop, x:x + crop] for y in _starts_by_hand(arr.shape[0], crop, step, None)
+            for x in _starts_by_hand(arr.shape[1], crop, step, None)]
+
+
+@pytest.mark.parametrize("fmt", ["png", "hdf5"])
+def test_same_stem_different_extension_do_not_collide(tmp_path, fmt):
+    # Was: x.png and x.jpg both wrote x_s001.png ...: 18 patches reported, 9 on disk.
+    src = tmp_path / "src"
+    src.mkdir()
+    arrs = {"x.png": _rgb(src / "x.png", 36, 36, 1), "x.jpg": _rgb(src / "x.jpg", 36, 36, 2),
+            "y.png": _rgb(src / "y.png", 26, 26, 3)}
+    out = tmp_path / ("p.h5" if fmt == "hdf5" else "p")
+    n = crop_to_patches(str(src), str(out), crop_size=CROP, step=STEP, fmt=fmt, progress=False)
+    expect = {f"{stem}_s{k:03d}": t for name, stem in (("x.png", "x.png"), ("x.jpg", "x.jpg"), ("y.png", "y"))
+              for k, t in enumerate(_tiles(arrs[name]), 1)}
+    assert n == len(expect) == 9 + 9 + 4
+    if fmt == "png":
+        assert sorted(os.listdir(out)) == sorted(f"{stem}.png" for stem in expect)
+        got = {f[:-4]: np.asarray(Image.open(out / f)) for f in os.listdir(out)}
+    else:
+        ds = make({"name": "hdf5-patches", "args": {"path": str(out)}})
+        got = {name: (ds[i] * 255).round().byte().permute(1, 2, 0).numpy() for i, name in enumerate(ds.names)}
+    assert got.keys() == expect.keys()
+    for stem, tile in expect.items():
+        assert np.array_equal(got[stem], tile), stem
+
+
+def test_patch_stems():
+    assert patch_stems(["a.png", "b.jpg"]) == ["a", "b"]
+    assert patch_stems(["X.png", "x.jpg", "y.png"]) == ["X.png", "x.jpg", "y"]  # case-insensitive filesystems
+    sep = os.sep
+    assert patch_stems([f"a{sep}x.png", f"b{sep}x.png", "x.png"]) == ["a__x", "b__x", "x"]
+    with pytest.raises(ValueError, match="x.png, x.png.bmp would write patches of the same name"):
+        patch_stems(["x.jpg", "x.png", "x.png.bmp"])
+
+
+def test_nested_folders_are_recursed_and_the_output_is_not_read_back(tmp_path, capsys):
+    src = tmp_path / "src"
+    (src / "a" / "deep").mkdir(parents=True)
+    (src / "b").mkdir()
+    arrs = {"a__deep__x": _rgb(src / "a" / "deep" / "x.png", 26, 26, 1), "b__x": _rgb(src / "b" / "x.png", 26, 26, 2),
+            "x": _rgb(src / "x.png", 26, 26, 3)}
+    out = src / "patches"                                        # output inside the source folder
+    for extra in ([], ["--overwrite"]):
+        assert main(["prepare-patches", str(src), str(out), "--crop-size", str(CROP), "--step", str(STEP),
+                     "--no-progress", *extra]) == 0
+        assert "wrote 12 patches" in capsys.readouterr().out       # the second run does not cut patches of patches
+    assert sorted(os.listdir(out)) == sorted(f"{s}_s{k:03d}.png" for s in arrs for k in range(1, 5))
+    for stem, arr in arrs.items():
+        for k, tile in enumerate(_tiles(arr), 1):
+            assert np.array_equal(np.asarray(Image.open(out / f"{stem}_s{k:03d}.png")), tile)
+
+
+def test_corrupt_image_is_skipped_with_a_warning(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    good = _rgb(src / "good.png", 26, 26, 0)
+    _rgb(src / "trunc.jpg", 64, 64, 1)
+    data = (src / "trunc.jpg").read_bytes()
+    (src / "trunc.jpg").write_bytes(data[:len(data) // 2])        # a download cut in the middle
+    (src / "junk.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "p"
+    assert main(["prepare-patches", str(src), str(out), "--crop-size", str(CROP), "--step", str(STEP),
+                 "--no-progress"]) == 0
+    stdout, err = capsys.readouterr()
+    assert "wrote 4 patches" in stdout
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("fastliif prepare-patches: warning: ") for line in lines)
+    assert "junk.png: not a readable image" in lines[0] and "skipped" in lines[0]
+    assert "trunc.jpg: not a readable image" in lines[1]
+    assert sorted(os.listdir(out)) == [f"good_s{k:03d}.png" for k in range(1, 5)]
+    assert np.array_equal(np.asarray(Image.open(out / "good_s004.png")), _tiles(good)[3])
+
+
+def test_hdf5_without_h5py_fails_before_any_work(src, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "h5py", None)               # import h5py now raises ImportError
+    out = tmp_path / "new" / "p.h5"
+    with pytest.raises(ImportError, match=r"HDF5 patches need the h5py package \(pip install h5py\)"):
+        crop_to_patches(str(src), str(out), crop_size=CROP, step=STEP, fmt="hdf5", progress=False)
+    assert main(["prepare-patches", str(src), str(out), "--crop-size", str(CROP), "--no-progress"]) == 2
+    stdout, err = capsys.readouterr()
+    assert stdout == "" and err.count("\n") == 1
+    assert err.startswith("fastliif prepare-patches: error: HDF5 patches need the h5py package")
+    assert not (tmp_path / "new").exists()                       # nothing made, nothing read
+    assert main(["prepare-patches", str(src), str(tmp_path / "png"), "--crop-size", str(CROP), "--step", str(STEP),
+                 "--no-progress"]) == 0                          # PNG patches need no h5py
+
+
+def test_failed_write_leaves_no_partial_image_and_old_hdf5_intact(src, tmp_path, monkeypatch, capsys):
+    real, calls = patches.save_image, []
+
+    def disk_fills(img, path, **kw):                             # the 7th patch hits a full disk
+        calls.append(path)
+        if len(calls) == 7:
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing {path}")
+        return real(img, path, **kw)
+    monkeypatch.setattr(patches, "save_image", disk_fills)
+    out = tmp_path / "p"
+    assert main(["prepare-patches", str(src), str(out), "--crop-size", str(CROP), "--step", str(STEP),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastliif prepare-patches: error: ") and "disk full while writing" in err
+    # a.png (37x50: 2x4 = 8 tiles) failed at its 7th patch: none of its patches stay
+    assert os.listdir(out) == [] and len(calls) == 7
+
+    h5 = tmp_path / "p.h5"
+    with pytest.warns(UserWarning, match="e_small.png"):
+        crop_to_patches(str(src), str(h5), crop_size=CROP, step=STEP, fmt="hdf5", progress=False)
+    old = h5.read_bytes()
+    real_patches = patches._patches_of
+
+    def interrupted(path, *a):
+        if path.endswith("c.jpg"):
+            raise KeyboardInterrupt
+        return real_patches(path, *a)
+    monkeypatch.setattr(patches, "_patches_of", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        crop_to_patches(str(src), str(h5), crop_size=24, step=5, fmt="hdf5", progress=False, overwrite=True)
+    assert h5.read_bytes() == old and sorted(os.listdir(tmp_path)) == ["p", "p.h5"]
 
 
 def test_errors(src, tmp_path):

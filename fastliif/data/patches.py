@@ -7,17 +7,31 @@ the tiles and downsamples them. ``thresh_size`` adds BasicSR's border rule inste
 ``thresh_size`` pixels remain after the last regular tile, one more tile flush with the border is
 taken (BasicSR prepares DIV2K with crop 480, step 240, thresh_size 0).
 
+Sources: every image under the source folder, subfolders included (sorted by relative path; a
+folder equal to the output is skipped). A patch is named after its source's path without the
+extension, folders joined by ``__`` (``a/b/0001.png`` -> ``a__b__0001_s001``); when two sources
+would get one name (``x.png`` and ``x.jpg``), all of them keep their extension (``x.png_s001``,
+``x.jpg_s001``), so no patch overwrites another. A file that cannot be decoded is skipped with a
+warning, before any of its patches is written.
+
 HDF5 layout: dataset ``patches``, uint8, shape (N, 3, crop, crop) (CHW, RGB), chunked one patch per
 chunk so a patch is read without touching the others; dataset ``names`` (N UTF-8 strings, the
 PNG route's file stems, e.g. ``0001_s001``); attributes ``crop_size``, ``step``, ``thresh_size``
 (-1 for none). Patches are numbered per source image in row-major order from 1.
+
+Every file is written through :mod:`fastliif.atomic`: a PNG patch appears whole or not at all, and
+the HDF5 file is built under a temporary name and renamed when complete (an interrupted run leaves
+the previous file, if any, untouched).
 """
+import contextlib
 import os
 import warnings
 
 import numpy as np
 import torch
+from PIL import Image
 
+from ..atomic import atomic_path, save_image
 from .folders import _Repeated
 from .io import is_image_file, open_image
 from .registry import register
@@ -41,18 +55,61 @@ def _check_int(v, name, minimum):
     return int(v)
 
 
-def _iter_patches(path, crop_size, step, thresh_size):
-    img = open_image(path)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    arr = np.asarray(img)                                      # H, W, 3 uint8
+def require_h5py():
+    """``import h5py``, or an ImportError saying what to install (raised before any work is done)."""
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("HDF5 patches need the h5py package (pip install h5py); "
+                          "PNG patches (--format png) do not") from None
+    return h5py
+
+
+def list_sources(src_dir, exclude=None):
+    """Image files under ``src_dir``, subfolders included, as sorted paths relative to it.
+    ``exclude``: a folder not to descend into (the output, when it lies inside the source)."""
+    skip = os.path.realpath(exclude) if exclude else None
+    found = []
+    for root, dirs, files in os.walk(src_dir):
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) != skip]
+        found += [os.path.relpath(os.path.join(root, f), src_dir) for f in files if is_image_file(f)]
+    return sorted(found)
+
+
+def patch_stems(sources):
+    """Patch name stem of each relative source path: the path without its extension, folders joined
+    by ``__``; sources that would share a stem (compared case-insensitively, as some filesystems
+    do) all keep their extension instead. Raises ValueError if names still collide."""
+    def by_key(stems):
+        groups = {}
+        for src, stem in zip(sources, stems):
+            groups.setdefault(stem.casefold(), []).append(src)
+        return groups
+
+    flat = [rel.replace(os.sep, "__") for rel in sources]
+    stems = [os.path.splitext(f)[0] for f in flat]
+    clashing = {src for group in by_key(stems).values() if len(group) > 1 for src in group}
+    stems = [f if src in clashing else stem for src, f, stem in zip(sources, flat, stems)]
+    still = [group for group in by_key(stems).values() if len(group) > 1]
+    if still:
+        raise ValueError(f"sources {', '.join(still[0])} would write patches of the same name; rename one")
+    return stems
+
+
+def _patches_of(path, crop_size, step, thresh_size):
+    """All tiles of one source, decoded in full first (so a corrupt file yields nothing, not part of
+    its patches); [] with a warning when the file cannot be decoded or is smaller than a tile."""
+    try:
+        img = open_image(path)
+        arr = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))      # H, W, 3 uint8
+    except ValueError as exc:  # open_image's "<path>: not a readable image (...)"
+        warnings.warn(f"{exc}; skipped")
+        return []
     ys = tile_starts(arr.shape[0], crop_size, step, thresh_size)
     xs = tile_starts(arr.shape[1], crop_size, step, thresh_size)
     if not ys or not xs:
         warnings.warn(f"{path}: {arr.shape[1]}x{arr.shape[0]} is smaller than crop_size {crop_size}; skipped")
-    for y in ys:
-        for x in xs:
-            yield arr[y:y + crop_size, x:x + crop_size]
+    return [arr[y:y + crop_size, x:x + crop_size] for y in ys for x in xs]
 
 
 def _prepare_out(out, fmt, overwrite):
@@ -73,9 +130,10 @@ def _prepare_out(out, fmt, overwrite):
 
 def crop_to_patches(src_dir, out, crop_size=480, step=200, thresh_size=None, fmt="png", progress=True,
                     overwrite=False, compression=None):
-    """Cut every image of ``src_dir`` (sorted by name, read as RGB) into ``crop_size`` squares every
-    ``step`` pixels; write them as ``out/<stem>_s001.png ...`` (``fmt='png'``) or into the HDF5 file
-    ``out`` (``fmt='hdf5'``, layout in the module docstring; ``compression`` e.g. 'lzf' or 'gzip').
+    """Cut every image under ``src_dir`` (subfolders included, sorted by path, read as RGB) into
+    ``crop_size`` squares every ``step`` pixels; write them as ``out/<stem>_s001.png ...``
+    (``fmt='png'``) or into the HDF5 file ``out`` (``fmt='hdf5'``, layout in the module docstring;
+    ``compression`` e.g. 'lzf' or 'gzip'). Undecodable files are skipped with a warning.
     Returns the number of patches written."""
     crop_size = _check_int(crop_size, "crop_size", 1)
     step = _check_int(step, "step", 1)
@@ -83,35 +141,43 @@ def crop_to_patches(src_dir, out, crop_size=480, step=200, thresh_size=None, fmt
         thresh_size = _check_int(thresh_size, "thresh_size", 0)
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
+    h5py = require_h5py() if fmt == "hdf5" else None
     if not os.path.isdir(src_dir):
         raise FileNotFoundError(f"source folder not found: {src_dir}")
-    files = sorted(f for f in os.listdir(src_dir) if is_image_file(f))
+    files = list_sources(src_dir, exclude=out)
     if not files:
-        raise ValueError(f"no images (png/jpg/bmp/tif/webp) in {src_dir}")
+        raise ValueError(f"no images (png/jpg/bmp/tif/webp) in {src_dir} or its subfolders")
+    stems = patch_stems(files)
     _prepare_out(out, fmt, overwrite)
 
     from tqdm import tqdm
-    bar = tqdm(files, desc="prepare-patches", unit="img", disable=not progress)
+    bar = tqdm(list(zip(files, stems)), desc="prepare-patches", unit="img", disable=not progress)
     count = 0
     if fmt == "png":
-        from PIL import Image
-        for name in bar:
-            stem = os.path.splitext(name)[0]
-            for k, patch in enumerate(_iter_patches(os.path.join(src_dir, name), crop_size, step, thresh_size), 1):
-                # compress_level 3: lossless like any level, much faster to write than the default 6
-                Image.fromarray(patch).save(os.path.join(out, f"{stem}_s{k:03d}.png"), compress_level=3)
-                count += 1
+        for rel, stem in bar:
+            written = []
+            try:
+                for k, patch in enumerate(_patches_of(os.path.join(src_dir, rel), crop_size, step, thresh_size), 1):
+                    path = os.path.join(out, f"{stem}_s{k:03d}.png")
+                    # compress_level 3: lossless like any level, much faster to write than the default 6
+                    save_image(Image.fromarray(patch), path, compress_level=3)
+                    written.append(path)
+            except BaseException:
+                # An image's patches are all there or none: a later run (or reader) never sees half.
+                for path in written:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                raise
+            count += len(written)
             bar.set_postfix(patches=count)
         return count
 
-    import h5py
-    with h5py.File(out, "w") as f:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         data = f.create_dataset("patches", shape=(0, 3, crop_size, crop_size), maxshape=(None, 3, crop_size, crop_size),
                                 dtype=np.uint8, chunks=(1, 3, crop_size, crop_size), compression=compression)
         names = []
-        for name in bar:
-            stem = os.path.splitext(name)[0]
-            for k, patch in enumerate(_iter_patches(os.path.join(src_dir, name), crop_size, step, thresh_size), 1):
+        for rel, stem in bar:
+            for k, patch in enumerate(_patches_of(os.path.join(src_dir, rel), crop_size, step, thresh_size), 1):
                 if count == data.shape[0]:
                     data.resize(max(64, 2 * count), axis=0)
                 data[count] = patch.transpose(2, 0, 1)
@@ -136,7 +202,7 @@ class HDF5Patches(_Repeated):
         super().__init__(repeat, cache)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"HDF5 patch file not found: {path}")
-        import h5py
+        h5py = require_h5py()
         try:
             with h5py.File(path, "r") as f:
                 if "patches" not in f:
