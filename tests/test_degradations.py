@@ -1,4 +1,5 @@
 """SRMD/UDVD degradations, kernel PCA, offline preparation and the UDVD datasets."""
+import errno
 import json
 import math
 import os
@@ -9,6 +10,7 @@ import torch
 from scipy import ndimage
 from scipy.stats import multivariate_normal
 
+from fastliif.atomic import DiskFullError
 from fastliif.cli import main
 from fastliif.data import degradations as deg
 from fastliif.data.augment import dihedral
@@ -417,6 +419,104 @@ def test_cli_prepare_udvd(tmp_path, capsys):
                       (["prepare-udvd", str(src), str(out), "--patch-size", "15"], "multiple of --scale"),
                       (["prepare-udvd", str(src), str(out), "--patch-size", "16", "--no-progress"], "overwrite"),
                       (["prepare-udvd", str(src), str(out), "--kernels", "box", "--overwrite"], "kernel_kinds")):
-        with pytest.raises(SystemExit) as exc:
-            main(argv)
-        assert exc.value.code == 2 and msg in capsys.readouterr().err
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("fastliif prepare-udvd: error: ") and msg in err and err.count("\n") == 1
+
+
+class _RunsCode:
+    """Unpickling this would create a marker folder: it must never happen."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (self.marker,)
+
+
+def _not_pca_files(root):
+    import pickle
+    marker = str(root / "pickle_ran")
+    files = {"plain.pkl": lambda p: pickle.dump(_RunsCode(marker), open(p, "wb")),
+             "torch_pickle.pt": lambda p: torch.save({"pca": torch.eye(3), "x": _RunsCode(marker)}, p),
+             "empty.pt": lambda p: open(p, "wb").close(),
+             "text.pt": lambda p: open(p, "w").write("not a tensor file"),
+             "truncated.pt": lambda p: (torch.save({"pca": torch.rand(15, 225)}, p),
+                                        open(p, "r+b").truncate(os.path.getsize(p) // 2)),
+             "no_pca_key.pt": lambda p: torch.save({"weights": torch.rand(15, 225)}, p),
+             "bad_shape.pt": lambda p: torch.save({"pca": torch.rand(15, 224)}, p)}
+    for name, make_file in files.items():
+        make_file(str(root / name))
+    return marker, [str(root / name) for name in files]
+
+
+def test_load_pca_refuses_pickles_and_other_files_in_one_line(tmp_path):
+    marker, paths = _not_pca_files(tmp_path)
+    for path in paths:
+        with pytest.raises(ValueError) as info:
+            deg.load_pca(path)
+        msg = str(info.value)
+        assert msg.startswith(f"{path}: not a PCA file") and "\n" not in msg, msg
+        if "pickle" in os.path.basename(path):
+            assert "pickles Python objects other than tensors" in msg
+    assert not os.path.exists(marker)
+
+
+def test_cli_prepare_udvd_pca_pickle_is_a_one_line_error(tmp_path, capsys, pca):
+    src, out = tmp_path / "hr", tmp_path / "out"
+    _images(src, [(20, 20)])
+    marker, paths = _not_pca_files(tmp_path)
+    for path in paths:
+        assert main(["prepare-udvd", str(src), str(out), "--patch-size", "8", "--pca", path, "--no-progress"]) == 2
+        stdout, err = capsys.readouterr()
+        assert stdout == "" and err.startswith(f"fastliif prepare-udvd: error: {path}: not a PCA file")
+        assert err.count("\n") == 1, err
+    assert not os.path.exists(marker) and not out.exists()       # refused before any work
+    good = tmp_path / "good.pt"
+    deg.save_pca(pca, str(good))
+    assert main(["prepare-udvd", str(src), str(out), "--patch-size", "8", "--pca", str(good), "--no-progress"]) == 0
+    assert torch.equal(deg.load_pca(str(out / "pca.pt")), pca)
+
+
+def _snapshot(folder):
+    return {f: (folder / f).read_bytes() for f in sorted(os.listdir(folder))}
+
+
+def test_overwrite_keeps_old_data_until_the_new_is_complete(tmp_path, pca, monkeypatch):
+    out = tmp_path / "p"
+    kw = dict(scale=2, patch_size=8, pca=pca, progress=False)
+    ud.prepare_udvd([torch.rand(3, 20, 20) for _ in range(2)], str(out), n_per_image=2, seed=1, **kw)
+    old = _snapshot(out)
+    assert "manifest.json" in old and "pca.pt" in old
+    # An error after some samples are written (a bad third source): before, the manifest was
+    # deleted first and the arrays rewritten in place, so the old data was lost.
+    with pytest.raises(TypeError, match="source item 2"):
+        ud.prepare_udvd([torch.rand(3, 20, 20), torch.rand(3, 20, 20), torch.rand(20, 20)], str(out),
+                        n_per_image=3, seed=2, overwrite=True, **kw)
+    assert _snapshot(out) == old
+    # A full disk: reserving the arrays' space fails; a DiskFullError naming the file, old data kept.
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    with pytest.raises(DiskFullError, match=f"disk full while writing .*{os.sep}p{os.sep}(lr|hr|code).npy"):
+        ud.prepare_udvd([torch.rand(3, 20, 20)], str(out), n_per_image=3, seed=2, overwrite=True, **kw)
+    assert _snapshot(out) == old
+    assert len(ud.UDVDPrepared(str(out))) == 4
+    monkeypatch.undo()
+    ud.prepare_udvd([torch.rand(3, 20, 20)], str(out), n_per_image=3, seed=2, overwrite=True, **kw)
+    assert sorted(os.listdir(out)) == sorted(old) and len(ud.UDVDPrepared(str(out))) == 3
+
+
+def test_cli_prepare_udvd_disk_full_is_a_one_line_error(tmp_path, capsys, pca, monkeypatch):
+    src, out = tmp_path / "hr", tmp_path / "out"
+    _images(src, [(20, 20)])
+    good = tmp_path / "pca.pt"
+    deg.save_pca(pca, str(good))
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "posix_fallocate", no_space)
+    assert main(["prepare-udvd", str(src), str(out), "--patch-size", "8", "--pca", str(good), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastliif prepare-udvd: error: ") and "disk full while writing" in err
+    assert err.count("\n") == 1 and os.listdir(out) == []

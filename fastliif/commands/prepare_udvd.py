@@ -1,4 +1,5 @@
 """`fastliif prepare-udvd SRC OUT`: SRMD/UDVD training patches, degraded once and saved."""
+import sys
 
 
 def register(sub):
@@ -15,33 +16,39 @@ def register(sub):
     p.add_argument("--kernels", default="isotropic",
                    help="comma-separated kernel kinds: isotropic (UDVD), anisotropic (SRMD adds it)")
     p.add_argument("--noise-max", type=float, default=75.0, help="noise levels uniform in [0, this] (0-255 units)")
-    p.add_argument("--pca", default=None, help="PCA matrix file (default: the cached default PCA)")
-    p.add_argument("--overwrite", action="store_true", help="replace prepared data already in OUT")
+    p.add_argument("--pca", default=None, help="PCA matrix file written by fastliif (tensors only; pickles are refused) "
+                        "(default: the cached default PCA)")
+    p.add_argument("--overwrite", action="store_true", help="replace prepared data already in OUT (it stays valid until the new data is complete)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=lambda args: run(p, args))
+    p.set_defaults(func=run)
 
 
-def run(parser, args):
+def fail(msg):
+    print(f"fastliif prepare-udvd: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args):
     import os
 
     from ..data.udvd_data import prepare_udvd
 
     if not os.path.isdir(args.src):
-        parser.error(f"source directory not found: {args.src}")
+        return fail(f"source directory not found: {args.src}")
     for value, name in ((args.scale, "--scale"), (args.patch_size, "--patch-size"), (args.per_image, "--per-image")):
         if value < 1:
-            parser.error(f"{name} must be >= 1")
+            return fail(f"{name} must be >= 1")
     if args.patch_size % args.scale:
-        parser.error(f"--patch-size {args.patch_size} must be a multiple of --scale {args.scale}")
+        return fail(f"--patch-size {args.patch_size} must be a multiple of --scale {args.scale}")
     if not args.noise_max >= 0:
-        parser.error("--noise-max must be >= 0")
+        return fail("--noise-max must be >= 0")
     kinds = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
     try:
         m = prepare_udvd(args.src, args.out, scale=args.scale, patch_size=args.patch_size, n_per_image=args.per_image,
                          kernel_kinds=kinds, noise_range=(0.0, args.noise_max), seed=args.seed, pca=args.pca,
                          overwrite=args.overwrite, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        parser.error(str(exc))
+    except (ValueError, OSError) as exc:  # bad input or --pca file, existing data, disk full / not writable
+        return fail(exc)
     print(f"{m['count']} samples ({len(m['sources']) - len(m['skipped'])} images x {m['n_per_image']}, "
           f"{len(m['skipped'])} skipped) -> {os.path.abspath(args.out)}")
     return 0

@@ -39,6 +39,8 @@ std in the image's own [0, 1] units).
 """
 import math
 import os
+import pickle
+import warnings
 
 import numpy as np
 import torch
@@ -231,22 +233,33 @@ def _check_pca(pca):
 
 
 def save_pca(pca, path, **meta):
-    """Save a PCA matrix (``torch.save`` of ``{'pca': matrix, **meta}``); atomic replace."""
+    """Save a PCA matrix (``torch.save`` of ``{'pca': matrix, **meta}``) through :mod:`fastliif.atomic`."""
+    from ..atomic import save_torch
     _check_pca(pca)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"pca": pca.detach().cpu().to(torch.float64), **meta}, tmp)
-    os.replace(tmp, path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_torch({"pca": pca.detach().cpu().to(torch.float64), **meta}, path)
 
 
 def load_pca(path):
-    """Load a matrix written by :func:`save_pca` (float64, ``(dim, size*size)``)."""
+    """Load a matrix written by :func:`save_pca` (float64, ``(dim, size*size)``). Only tensors are
+    unpickled (``weights_only``); any other file is a one-line ValueError naming it."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"PCA file not found: {path}")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():  # torch's pickle-protocol notes: the outcome is reported below
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: not a PCA file: it pickles Python objects other than tensors "
+                         f"(refused, nothing in it was run)") from None
+    except Exception as exc:  # empty, truncated or foreign file
+        raise ValueError(f"{path}: not a PCA file written by save_pca (empty, truncated or another format: "
+                         f"{type(exc).__name__})") from None
     pca = obj.get("pca") if isinstance(obj, dict) else obj
-    _check_pca(pca)
+    try:
+        _check_pca(pca)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a PCA file: {exc}") from None
     return pca.to(torch.float64)
 
 

@@ -16,6 +16,12 @@ dataset) is very slow. :func:`prepare_udvd` does it once and writes, under ``out
   rows past ``count`` are unused when small images were skipped); written last, so a directory without it is
   an interrupted preparation and :class:`UDVDPrepared` refuses it.
 
+Every file goes through :mod:`fastliif.atomic`: the arrays are filled under temporary names (their
+disk space reserved up front, so a full disk is a :class:`~fastliif.atomic.DiskFullError`, not a
+SIGBUS halfway through a memory map) and renamed only once all samples are done. Data prepared
+earlier in ``out_dir`` (``overwrite=True``) stays valid until then: an error or a kill during the
+degradation leaves it untouched; only the final renames run without a manifest.
+
 Each LR patch equals the matching crop of the whole (modcropped) source image degraded at once:
 patches start on multiples of the scale and are degraded with a margin wide enough for the blur
 and the bicubic filter (or up to the image border, where the same padding applies).
@@ -30,6 +36,8 @@ Datasets (``fastliif.data.make``):
 Both yield ``{'inp': lr (3,h,w), 'kernel': (15,h,w), 'noise': (1,h,w), 'gt': hr (3,s*h,s*w)}``
 float32, the arguments of ``model(inp, kernel, noise)``; the noise map holds ``level / 255``.
 """
+import contextlib
+import errno
 import json
 import math
 import os
@@ -39,6 +47,7 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
+from ..atomic import atomic_path, write_json
 from . import degradations as deg
 from .augment import dihedral as apply_dihedral
 from .io import is_image_file, load_image, open_image
@@ -244,8 +253,6 @@ def prepare_udvd(src, out_dir, scale=2, patch_size=96, n_per_image=8, kernel_kin
     if hr_dtype == "auto":
         hr_dtype = "uint8" if source.eight_bit() else "float32"
     os.makedirs(out_dir, exist_ok=True)
-    if os.path.exists(manifest_path):
-        os.remove(manifest_path)  # invalid until rewritten at the end
 
     from tqdm.auto import tqdm
 
@@ -253,47 +260,53 @@ def prepare_udvd(src, out_dir, scale=2, patch_size=96, n_per_image=8, kernel_kin
     lr_p, k = patch_size // scale, sampler.kernel_size
     arrays, channels, count, skipped = None, None, 0, []
     bar = tqdm(total=len(source), desc="prepare-udvd", unit="img", disable=not progress)
-    try:
-        for i in range(len(source)):
-            img = source.load(i)
-            if channels is None:
-                channels = img.shape[0]
-                shapes = {"lr": ((capacity, channels, lr_p, lr_p), np.float32),
-                          "hr": ((capacity, channels, patch_size, patch_size), np.dtype(hr_dtype)),
-                          "code": ((capacity, pca.shape[0]), np.float32), "noise": ((capacity,), np.float32),
-                          "kernel": ((capacity, k, k), np.float64), "params": ((capacity, 4), np.float64),
-                          "box": ((capacity, 3), np.int64)}
-                arrays = {name: open_memmap(os.path.join(out_dir, f"{name}.npy"), mode="w+", dtype=dt, shape=shape)
-                          for name, (shape, dt) in shapes.items()}
-            elif img.shape[0] != channels:
-                raise ValueError(f"source {source.name(i)} has {img.shape[0]} channels, earlier ones {channels}")
-            if not sampler.fits(*img.shape[-2:]):
-                skipped.append(source.name(i))
-                warnings.warn(f"skipping {source.name(i)}: {tuple(img.shape[-2:])} is smaller than the "
-                              f"{patch_size}x{patch_size} patch")
+    # Leaving `staged` renames every array into place, or, on an error, removes them all.
+    with contextlib.ExitStack() as staged:
+        try:
+            for i in range(len(source)):
+                img = source.load(i)
+                if channels is None:
+                    channels = img.shape[0]
+                    shapes = {"lr": ((capacity, channels, lr_p, lr_p), np.float32),
+                              "hr": ((capacity, channels, patch_size, patch_size), np.dtype(hr_dtype)),
+                              "code": ((capacity, pca.shape[0]), np.float32), "noise": ((capacity,), np.float32),
+                              "kernel": ((capacity, k, k), np.float64), "params": ((capacity, 4), np.float64),
+                              "box": ((capacity, 3), np.int64)}
+                    arrays = {name: _staged_array(staged, os.path.join(out_dir, f"{name}.npy"), shape, dt)
+                              for name, (shape, dt) in shapes.items()}
+                elif img.shape[0] != channels:
+                    raise ValueError(f"source {source.name(i)} has {img.shape[0]} channels, earlier ones {channels}")
+                if not sampler.fits(*img.shape[-2:]):
+                    skipped.append(source.name(i))
+                    warnings.warn(f"skipping {source.name(i)}: {tuple(img.shape[-2:])} is smaller than the "
+                                  f"{patch_size}x{patch_size} patch")
+                    bar.update(1)
+                    continue
+                g = _seeded(seed, i)
+                for _ in range(n_per_image):
+                    s = sampler(img, g)
+                    hr = s["hr"].numpy()
+                    arrays["lr"][count] = s["lr"].numpy()
+                    arrays["hr"][count] = np.round(hr * 255).clip(0, 255) if hr_dtype == "uint8" else hr
+                    arrays["code"][count] = s["code"].numpy()
+                    arrays["noise"][count] = s["level"]
+                    arrays["kernel"][count] = s["kernel"].numpy()
+                    p = s["params"]
+                    arrays["params"][count] = (deg.KERNEL_KINDS.index(p["kind"]), p["sigma_x"], p["sigma_y"],
+                                               p["theta"])
+                    arrays["box"][count] = (i, *s["box"])
+                    count += 1
                 bar.update(1)
-                continue
-            g = _seeded(seed, i)
-            for _ in range(n_per_image):
-                s = sampler(img, g)
-                hr = s["hr"].numpy()
-                arrays["lr"][count] = s["lr"].numpy()
-                arrays["hr"][count] = np.round(hr * 255).clip(0, 255) if hr_dtype == "uint8" else hr
-                arrays["code"][count] = s["code"].numpy()
-                arrays["noise"][count] = s["level"]
-                arrays["kernel"][count] = s["kernel"].numpy()
-                p = s["params"]
-                arrays["params"][count] = (deg.KERNEL_KINDS.index(p["kind"]), p["sigma_x"], p["sigma_y"], p["theta"])
-                arrays["box"][count] = (i, *s["box"])
-                count += 1
-            bar.update(1)
-    finally:
-        bar.close()
-        for a in (arrays or {}).values():
-            a.flush()
-        arrays = None
-    if count == 0:
-        raise ValueError(f"no source image is at least {patch_size}x{patch_size}: nothing prepared")
+        finally:
+            bar.close()
+            for a in (arrays or {}).values():
+                a.flush()
+            arrays = None  # unmap before the files are renamed or removed
+        if count == 0:
+            raise ValueError(f"no source image is at least {patch_size}x{patch_size}: nothing prepared")
+        # From here until the new manifest is written the directory holds a mix: refuse it meanwhile.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(manifest_path)
     deg.save_pca(pca, os.path.join(out_dir, "pca.pt"))
     manifest = {
         "format": FORMAT, "version": VERSION, "count": count, "capacity": capacity,
@@ -307,11 +320,27 @@ def prepare_udvd(src, out_dir, scale=2, patch_size=96, n_per_image=8, kernel_kin
         "sources": [source.name(i) for i in range(len(source))], "skipped": skipped,
         "source_root": os.path.abspath(os.fspath(src)) if isinstance(src, (str, os.PathLike)) else None,
     }
-    tmp = f"{manifest_path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1)
-    os.replace(tmp, manifest_path)
+    write_json(manifest_path, manifest)
     return manifest
+
+
+def _staged_array(stack, path, shape, dtype):
+    """A ``.npy`` memory map of ``shape`` under a temporary name that ``stack`` renames to ``path``
+    on success (removes on error). Its blocks are reserved now: without that, running out of disk
+    while writing through the map kills the process with SIGBUS instead of raising."""
+    tmp = stack.enter_context(atomic_path(path))
+    a = open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise  # atomic_path turns it into DiskFullError naming the path
+            # EINVAL / EOPNOTSUPP: this filesystem cannot reserve space; write without it
+        finally:
+            os.close(fd)
+    return a
 
 
 def read_manifest(root_path):
