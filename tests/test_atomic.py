@@ -106,18 +106,17 @@ class _FullDisk(io.RawIOBase):
         self.f.flush()
 
     def close(self):
+        super().close()                  # flushes through self.flush while self.f is still open
         self.f.close()
-        super().close()
 
 
 @pytest.fixture
 def full_disk(monkeypatch):
     real = os.fdopen
 
-    def fdopen(fd, mode="r", **kw):
-        f = real(fd, mode, **kw)
-        return io.TextIOWrapper(_FullDisk(f.buffer, 4096), encoding="utf-8") if "b" not in mode \
-            else _FullDisk(f, 4096)
+    def fdopen(fd, mode="r", encoding=None):
+        disk = _FullDisk(real(fd, "wb"), 4096)
+        return disk if "b" in mode else io.TextIOWrapper(disk, encoding=encoding)
     monkeypatch.setattr(atomic.os, "fdopen", fdopen)
 
 
@@ -264,3 +263,54 @@ def test_atomic_path_for_name_based_writers(tmp_path):
         del m
     np.testing.assert_array_equal(np.load(target), a)
     assert _leftovers(tmp_path, "arr.npy") == []
+
+
+FULL_DISK_SCRIPT = """
+import os, sys, torch
+from fastliif.atomic import DiskFullError, save_torch, write_text
+from fastliif.cli import main
+disk, src, pca = sys.argv[1:]
+old = os.path.join(disk, "old.txt")
+write_text(old, "old")
+for write in (lambda: write_text(old, "x" * 400_000), lambda: save_torch({"w": torch.randn(100_000)}, old)):
+    try:
+        write()
+        raise SystemExit("no DiskFullError")
+    except DiskFullError as exc:
+        assert f"disk full while writing {old}" in str(exc), exc
+assert open(old).read() == "old" and os.listdir(disk) == ["old.txt"], os.listdir(disk)
+assert main(["prepare-udvd", src, os.path.join(disk, "u"), "--patch-size", "32", "--per-image", "40",
+             "--pca", pca, "--no-progress"]) == 2
+assert main(["prepare-patches", src, os.path.join(disk, "p"), "--crop-size", "16", "--step", "1",
+             "--no-progress"]) == 2
+assert main(["prepare-patches", src, os.path.join(disk, "p.h5"), "--crop-size", "16", "--step", "2",
+             "--no-progress"]) == 2
+assert os.listdir(os.path.join(disk, "u")) == [] and os.listdir(os.path.join(disk, "p")) == []
+print("OK")
+"""
+
+
+def test_real_full_filesystem(tmp_path):
+    # A real 256 KiB tmpfs, mounted in a private mount namespace (gone when the child exits).
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "mount", "-t", "tmpfs", "-o", "size=4k",
+                            "tmpfs", str(tmp_path)], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs unshare + mount rights); the mocked ENOSPC tests cover it")
+    from PIL import Image
+    src, disk = tmp_path / "hr", tmp_path / "disk"
+    src.mkdir()
+    disk.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(src / f"im{i}.png")
+    (tmp_path / "full.py").write_text(FULL_DISK_SCRIPT)
+    from fastliif.data.degradations import compute_pca, save_pca
+    save_pca(compute_pca(400), str(tmp_path / "pca.pt"))
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               FASTLIIF_CACHE=str(tmp_path / "cache"))
+    res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                          f'mount -t tmpfs -o size=256k tmpfs "{disk}" && exec "{sys.executable}" '
+                          f'"{tmp_path / "full.py"}" "{disk}" "{src}" "{tmp_path / "pca.pt"}"'], capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and res.stdout.strip() == "OK", res.stderr[-3000:]
+    errors = res.stderr.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("fastliif prepare-") and "disk full" in e for e in errors), errors

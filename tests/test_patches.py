@@ -308,3 +308,26 @@ def test_errors(src, tmp_path):
         f.create_dataset("x", data=np.zeros(3))
     with pytest.raises(ValueError, match="no 'patches' dataset"):
         make({"name": "hdf5-patches", "args": {"path": str(tmp_path / "other.h5")}})
+
+
+def test_hdf5_that_cannot_fit_is_refused_before_writing(src, tmp_path, monkeypatch, capsys):
+    # h5py crashes (segfault) closing a file whose disk filled up mid-write: check the room first.
+    h5 = tmp_path / "p.h5"
+    with pytest.warns(UserWarning):
+        n = crop_to_patches(str(src), str(h5), crop_size=CROP, step=STEP, fmt="hdf5", progress=False)
+    old = h5.read_bytes()
+    need = n * (3 * CROP * CROP + 256) + (64 << 10)
+
+    class Tight:
+        f_frsize, f_bavail = 1, need - 1
+    monkeypatch.setattr(os, "statvfs", lambda path: Tight)
+    assert main(["prepare-patches", str(src), str(h5), "--crop-size", str(CROP), "--step", str(STEP),
+                 "--no-progress", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"fastliif prepare-patches: error: [Errno 28] disk full: {h5} needs about {need / 2**20:.1f} MiB "
+                   f"for {n} patches, {(need - 1) / 2**20:.1f} MiB free\n")
+    assert h5.read_bytes() == old and os.listdir(tmp_path) == ["p.h5"]
+    Tight.f_bavail = need                                        # just enough: written
+    with pytest.warns(UserWarning):
+        assert crop_to_patches(str(src), str(h5), crop_size=CROP, step=STEP, fmt="hdf5", progress=False,
+                               overwrite=True) == n

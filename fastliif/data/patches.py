@@ -24,6 +24,7 @@ the HDF5 file is built under a temporary name and renamed when complete (an inte
 the previous file, if any, untouched).
 """
 import contextlib
+import errno
 import os
 import warnings
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_path, save_image
+from ..atomic import DiskFullError, atomic_path, save_image
 from .folders import _Repeated
 from .io import is_image_file, open_image
 from .registry import register
@@ -112,6 +113,23 @@ def _patches_of(path, crop_size, step, thresh_size):
     return [arr[y:y + crop_size, x:x + crop_size] for y in ys for x in xs]
 
 
+def _check_room(out, paths, crop_size, step, thresh_size):
+    """Refuse an uncompressed HDF5 file that cannot fit before writing it: when the disk fills up
+    in the middle, h5py reports it and then crashes (segmentation fault) closing the file."""
+    n = 0
+    for path in paths:
+        with contextlib.suppress(Exception):  # unreadable files are reported (and skipped) later
+            with Image.open(path) as img:
+                w, h = img.size
+            n += len(tile_starts(h, crop_size, step, thresh_size)) * len(tile_starts(w, crop_size, step, thresh_size))
+    need = n * (3 * crop_size * crop_size + 256) + (64 << 10)  # data + chunk index and names (~110-210 B each)
+    st = os.statvfs(os.path.dirname(os.path.abspath(out)))
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise DiskFullError(errno.ENOSPC, f"disk full: {out} needs about {need / 2**20:.1f} MiB for {n} patches, "
+                                          f"{free / 2**20:.1f} MiB free")
+
+
 def _prepare_out(out, fmt, overwrite):
     if fmt == "png":
         if os.path.isfile(out):
@@ -149,6 +167,8 @@ def crop_to_patches(src_dir, out, crop_size=480, step=200, thresh_size=None, fmt
         raise ValueError(f"no images (png/jpg/bmp/tif/webp) in {src_dir} or its subfolders")
     stems = patch_stems(files)
     _prepare_out(out, fmt, overwrite)
+    if fmt == "hdf5" and compression is None:
+        _check_room(out, [os.path.join(src_dir, f) for f in files], crop_size, step, thresh_size)
 
     from tqdm import tqdm
     bar = tqdm(list(zip(files, stems)), desc="prepare-patches", unit="img", disable=not progress)
