@@ -11,16 +11,19 @@ def register(sub):
                                    "are named a__x_s001.png ...; when x.png and x.jpg are both there, "
                                    "x.png_s001.png and x.jpg_s001.png. Files that cannot be decoded are skipped "
                                    "with a warning.")
-    p.add_argument("src", metavar="SRC", help="folder of source images, searched recursively")
+    p.add_argument("src", metavar="SRC",
+                   help="folder of source images, searched recursively (symlinked folders are not followed)")
     p.add_argument("out", metavar="OUT", help="output folder (png) or file (hdf5)")
     p.add_argument("--crop-size", type=int, default=480, help="patch side in pixels (default 480)")
     p.add_argument("--step", type=int, default=200, help="stride between patches (default 200)")
     p.add_argument("--thresh-size", type=int, default=None,
                    help="add a border-flush tile when more than this many pixels remain (default: never)")
     p.add_argument("--format", choices=("png", "hdf5"), default=None,
-                   help="output format (default: hdf5 when OUT ends in .h5/.hdf5, else png)")
+                   help="output format (default: hdf5 when OUT ends in .h5/.hdf5, else png; hdf5 needs h5py)")
     p.add_argument("--compression", choices=("lzf", "gzip"), default=None, help="HDF5 compression (default none)")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder / replace the file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder (patches of the same name are replaced, other files kept) "
+                        "/ replace the HDF5 file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -7,8 +7,8 @@ the tiles and downsamples them. ``thresh_size`` adds BasicSR's border rule inste
 ``thresh_size`` pixels remain after the last regular tile, one more tile flush with the border is
 taken (BasicSR prepares DIV2K with crop 480, step 240, thresh_size 0).
 
-Sources: every image under the source folder, subfolders included (sorted by relative path; a
-folder equal to the output is skipped). A patch is named after its source's path without the
+Sources: every image under the source folder, subfolders included (sorted by relative path;
+symlinked folders are not followed, a folder equal to the output is skipped). A patch is named after its source's path without the
 extension, folders joined by ``__`` (``a/b/0001.png`` -> ``a__b__0001_s001``); when two sources
 would get one name (``x.png`` and ``x.jpg``), all of them keep their extension (``x.png_s001``,
 ``x.jpg_s001``), so no patch overwrites another. A file that cannot be decoded is skipped with a

@@ -299,8 +299,8 @@ def prepare_udvd(src, out_dir, scale=2, patch_size=96, n_per_image=8, kernel_kin
                 bar.update(1)
         finally:
             bar.close()
-            for a in (arrays or {}).values():
-                a.flush()
+            for name in arrays or {}:
+                arrays[name].flush()
             arrays = None  # unmap before the files are renamed or removed
         if count == 0:
             raise ValueError(f"no source image is at least {patch_size}x{patch_size}: nothing prepared")
