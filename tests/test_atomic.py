@@ -310,7 +310,8 @@ def test_real_full_filesystem(tmp_path):
                FASTLIIF_CACHE=str(tmp_path / "cache"))
     res = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
                           f'mount -t tmpfs -o size=256k tmpfs "{disk}" && exec "{sys.executable}" '
-                          f'"{tmp_path / "full.py"}" "{disk}" "{src}" "{tmp_path / "pca.pt"}"'], capture_output=True, text=True, env=env)
+                          f'"{tmp_path / "full.py"}" "{disk}" "{src}" "{tmp_path / "pca.pt"}"'],
+                         capture_output=True, text=True, env=env)
     assert res.returncode == 0 and res.stdout.strip() == "OK", res.stderr[-3000:]
     errors = res.stderr.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("fastliif prepare-") and "disk full" in e for e in errors), errors

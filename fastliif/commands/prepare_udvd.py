@@ -16,9 +16,11 @@ def register(sub):
     p.add_argument("--kernels", default="isotropic",
                    help="comma-separated kernel kinds: isotropic (UDVD), anisotropic (SRMD adds it)")
     p.add_argument("--noise-max", type=float, default=75.0, help="noise levels uniform in [0, this] (0-255 units)")
-    p.add_argument("--pca", default=None, help="PCA matrix file written by fastliif (tensors only; pickles are refused) "
+    p.add_argument("--pca", default=None,
+                   help="PCA matrix file written by fastliif (tensors only; pickles are refused) "
                         "(default: the cached default PCA)")
-    p.add_argument("--overwrite", action="store_true", help="replace prepared data already in OUT (it stays valid until the new data is complete)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace prepared data already in OUT (it stays valid until the new data is complete)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -8,11 +8,11 @@ the tiles and downsamples them. ``thresh_size`` adds BasicSR's border rule inste
 taken (BasicSR prepares DIV2K with crop 480, step 240, thresh_size 0).
 
 Sources: every image under the source folder, subfolders included (sorted by relative path;
-symlinked folders are not followed, a folder equal to the output is skipped). A patch is named after its source's path without the
-extension, folders joined by ``__`` (``a/b/0001.png`` -> ``a__b__0001_s001``); when two sources
-would get one name (``x.png`` and ``x.jpg``), all of them keep their extension (``x.png_s001``,
-``x.jpg_s001``), so no patch overwrites another. A file that cannot be decoded is skipped with a
-warning, before any of its patches is written.
+symlinked folders are not followed, a folder equal to the output is skipped). A patch is named
+after its source's path without the extension, folders joined by ``__`` (``a/b/0001.png`` ->
+``a__b__0001_s001``); when two sources would get one name (``x.png`` and ``x.jpg``), all of them
+keep their extension (``x.png_s001``, ``x.jpg_s001``), so no patch overwrites another. A file that
+cannot be decoded is skipped with a warning, before any of its patches is written.
 
 HDF5 layout: dataset ``patches``, uint8, shape (N, 3, crop, crop) (CHW, RGB), chunked one patch per
 chunk so a patch is read without touching the others; dataset ``names`` (N UTF-8 strings, the
@@ -21,7 +21,8 @@ PNG route's file stems, e.g. ``0001_s001``); attributes ``crop_size``, ``step``,
 
 Every file is written through :mod:`fastliif.atomic`: a PNG patch appears whole or not at all, and
 the HDF5 file is built under a temporary name and renamed when complete (an interrupted run leaves
-the previous file, if any, untouched).
+the previous file, if any, untouched). An uncompressed HDF5 file too large for the free space is
+refused before writing: h5py reports a disk that fills up mid-write, then crashes closing the file.
 """
 import contextlib
 import errno
