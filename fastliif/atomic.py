@@ -108,7 +108,10 @@ def _staged(path):
         yield fd, tmp
         # mkstemp makes 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp, _mode_for(target))
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:  # e.g. the target is a folder: say so about the path, not the temp name
+            raise type(exc)(exc.errno, f"cannot write {path}: {exc.strerror}") from None
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

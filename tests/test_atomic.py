@@ -231,16 +231,28 @@ def test_existing_file_keeps_its_permissions_and_symlink_is_written_through(tmp_
     assert sorted(os.listdir(tmp_path)) == ["data.txt", "link.txt"]
 
 
-def test_errors_name_the_target(tmp_path):
+def test_errors_name_the_target(tmp_path, monkeypatch):
     missing = tmp_path / "no" / "such" / "out.png"
     with pytest.raises(FileNotFoundError, match=f"cannot write {missing}: folder .*no/such does not exist"):
         write_text(missing, "x")
     with pytest.raises(ValueError, match="mode"):
         with atomic_write(tmp_path / "x", "a"):
             pass
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(IsADirectoryError, match=f"cannot write {tmp_path / 'folder'}: Is a directory"):
+        write_text(tmp_path / "folder", "x")
+    assert os.listdir(tmp_path / "folder") == [] and sorted(os.listdir(tmp_path)) == ["folder"]
+
+    def denied(**kw):  # (tests may run as root, for whom a read-only folder is writable)
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    with monkeypatch.context() as m:
+        m.setattr(atomic.tempfile, "mkstemp", denied)
+        with pytest.raises(PermissionError, match=f"cannot write {tmp_path / 'x'}: folder {tmp_path} is not "
+                                                  f"writable"):
+            write_text(tmp_path / "x", "x")
     long_name = tmp_path / ("n" * 250)                       # a temp name must still fit
     write_text(long_name, "ok")
-    assert long_name.read_text() == "ok" and _leftovers(tmp_path, long_name.name) == []
+    assert long_name.read_text() == "ok" and sorted(_leftovers(tmp_path, long_name.name)) == ["folder"]
 
 
 def test_atomic_path_for_name_based_writers(tmp_path):
