@@ -42,9 +42,11 @@ def test_sigkill_mid_write_leaves_old_file(tmp_path, how):
     target.write_bytes(OLD)
     # The child writes half a new payload, signals, then blocks until it is SIGKILLed.
     proc = _child("""
-        import sys, time, torch
-        from fastliif.atomic import atomic_write
-        path, ready, how = sys.argv[1:]
+        import importlib.util, sys, time
+        path, ready, how, src = sys.argv[1:]
+        spec = importlib.util.spec_from_file_location("atomic", src)   # the module alone: fast to start
+        spec.loader.exec_module(mod := importlib.util.module_from_spec(spec))
+        atomic_write = mod.atomic_write
 
         class Stall:                       # a file object that stalls once 1 MB is written
             def __init__(self, f): self.f, self.n = f, 0
@@ -65,8 +67,9 @@ def test_sigkill_mid_write_leaves_old_file(tmp_path, how):
                 open(ready, "w").close()
                 time.sleep(600)
             else:
+                import torch
                 torch.save({"w": torch.randn(1 << 20)}, Stall(f))
-        """, target, ready, how)
+        """, target, ready, how, atomic.__file__)
     try:
         _wait_for(ready, proc)
         tmps = _leftovers(tmp_path, "out.bin")
