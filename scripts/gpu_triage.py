@@ -12,8 +12,25 @@ Autotuning: one configuration per kernel (compile once: seconds, not minutes) ex
 ``-p gpu_triage`` also makes this file a pytest plugin that does the same for the GPU tests.
 --smoke: tiny shapes on CPU through TRITON_INTERPRET=1 (checks this script without a GPU).
 
-Row schema (every row): phase, t (seconds since the phase started) and either the fields of
-the check (case, backend, precision, errors, ok, ...) or error + tb (the phase raised).
+triage.jsonl, one JSON object per line (t: seconds since its phase started):
+- step records (written by gpu_triage.sh after each step): step, status (ok | failed | timeout |
+  skipped), rc, seconds, sanitizer_errors (compute-sanitizer's ERROR SUMMARY count, "" if none);
+- env: torch, triton, cuda, python, fastliif, device, gpu, sms, cc, mem_gib, driver, cudnn_allow_tf32,
+  matmul_precision, liif_query / dynamic_conv ({backend: [available, reason]}), tools, kernels;
+- liif / sanitize_liif / sanitize_cuda checks: case, backend, N, H, precision, first_call_s,
+  err_vs_fp64, err_vs_torch_backend, torch_backend_err_vs_fp64, finite, fwd_run_to_run_max_abs,
+  [grad_rel_l2_max, grad_worst, grad_run_to_run_max_abs], ok (within TOL / GRAD_TOL, forward
+  bit-identical run to run);
+- dconv / sanitize_dconv checks: case, backend, mode, dtype, first_call_s, err_out, err_dimg, err_dker,
+  finite, run_to_run_max_abs, ok;
+- sanitize: PYTORCH_NO_CUDA_MEMORY_CACHING, ok (must be "1" on a GPU);
+- a backend that is absent: phase, backend, available: false, reason;
+- speed: one row per fastliif.bench result row (device, case, title, precision, impl, median_ms,
+  min_ms, max_ms, speedup, peak_mib, memory_ratio, rel_err, tflops, peak_fraction, gbs,
+  bandwidth_fraction, targets: [{target, value, need, met}]), then peaks, files, failed;
+- tune: kernel, case, config, ms (one per configuration), then kernel, autotune_s, picked;
+- summary: steps ({status: count}), checks, failed, targets_met, targets_missed, not_available;
+- a phase that raised: phase, error, tb (and the phase exits 1).
 """
 import argparse
 import copy
