@@ -231,3 +231,17 @@ def test_cli_list(capsys):
     assert main(["bench", "--list"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in CASES)
+
+
+def test_each_precision_is_compared_with_the_reference_at_that_precision(monkeypatch):
+    # CUDA runs LIIF cases at fp32, tf32 and bf16; here the same loop on CPU (torch backend)
+    monkeypatch.setattr(bench.cases.Case, "precisions", lambda self, device: ("fp32", "tf32", "bf16"))
+    script = [40.0, 10.0, 30.0, 3.0, 20.0, 40.0]  # per precision: reference, then torch (1 round)
+    rows = run_case(CASES["liif_infer_small"], "cpu", "tiny", rounds=1, timer=FakeClock(script),
+                    peaks={"matmul_tflops": {"fp32": 1.0, "bf16": 2.0}}, impls=["reference", "torch"],
+                    log=lambda m: None)
+    got = {(r["precision"], r["impl"]): r for r in rows}
+    assert [got[(p, "torch")]["speedup"] for p in ("fp32", "tf32", "bf16")] == pytest.approx([4.0, 10.0, 0.5])
+    assert got[("tf32", "torch")]["peak_fraction"] is None  # no tf32 peak measured
+    assert got[("bf16", "torch")]["peak_fraction"] == pytest.approx(got[("bf16", "torch")]["tflops"] / 2.0)
+    assert got[("bf16", "torch")]["rel_err"] < 2e-2  # bf16 autocast: the reference ran in bf16 too
