@@ -14,6 +14,7 @@ not change; ``unswap`` removes the binding.
 """
 import inspect
 import types
+import warnings
 
 import torch.nn as nn
 
@@ -69,10 +70,12 @@ def swap(model, backend="auto"):
     PixelConv-structured module in ``model`` with the fused ops.
 
     Returns the names (as in ``named_modules``) of the modules swapped; ``""`` is the model.
+    Warns when nothing was swapped and nothing in the model was fused already.
     """
-    swapped = []
+    swapped, fused = [], False
     for name, module in model.named_modules():
-        if _MARK in module.__dict__:
+        if _MARK in module.__dict__ or isinstance(module, (FusedLIIF, FusedPixelConv)):
+            fused = True
             continue
         if is_liif_like(module):
             module.__dict__[_MARK] = backend
@@ -84,6 +87,11 @@ def swap(model, backend="auto"):
         else:
             continue
         swapped.append(name)
+    if not swapped and not fused:
+        warnings.warn(f"fastliif.swap: nothing swapped in this {type(model).__name__}: it has no LIIF-structured "
+                      "module (an encoder, imnet = Linear/ReLU stack or None, boolean feat_unfold / local_ensemble "
+                      "/ cell_decode, a query_rgb method) and no PixelConv-structured one (integer scale, boolean "
+                      "depthwise, no parameters, forward(feature, kernel))", stacklevel=2)
     return swapped
 
 

@@ -1,0 +1,106 @@
+"""A small checkpoint cannot make the loaders allocate: args are bounded and checked on the meta
+device against the state_dict before anything real is built."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import fastliif
+from fastliif.checkpoint import load_model
+from fastliif.pretrained import load_pretrained
+
+ENCODER = {"name": "edsr-baseline", "args": {"no_upsampling": True, "n_resblocks": 1, "n_feats": 8}}
+IMNET = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16, 16]}}
+
+
+def tiny_ckpt(path, encoder=ENCODER, imnet=IMNET):
+    torch.manual_seed(0)
+    model = fastliif.nn.LIIF(ENCODER, IMNET)
+    torch.save({"model": {"name": "liif", "args": {"encoder_spec": encoder, "imnet_spec": imnet},
+                          "sd": model.state_dict()}}, path)
+    return str(path)
+
+
+def with_encoder(**args):
+    return {"name": "edsr-baseline", "args": {**ENCODER["args"], **args}}
+
+
+def with_hidden(hidden):
+    return {"name": "mlp", "args": {"out_dim": 3, "hidden_list": hidden}}
+
+
+@pytest.mark.parametrize("encoder, imnet, match", [
+    (with_encoder(n_resblocks=10_000_000), IMNET, r"encoder_spec\.args\.n_resblocks = 10000000 is implausibly"),
+    (ENCODER, with_hidden([60000, 60000]), r"3,6\d\d,\d{3},\d{3} parameters .* imnet\.layers\.2\.weight"),
+    (with_encoder(n_resblocks=40_000), IMNET, r"more than \d+ tensors while its state_dict holds"),
+    (ENCODER, with_hidden([16, 24]), r"imnet\.layers\.2\.weight has shape \(16, 16\) in the file, \(24, 16\)"),
+    (with_encoder(n_feats=12), IMNET, r"encoder\.head\.0\.weight has shape"),
+])
+def test_lying_args_are_refused_naming_the_key(tmp_path, encoder, imnet, match):
+    path = tiny_ckpt(tmp_path / "evil.pth", encoder, imnet)
+    for load in (fastliif.load_checkpoint, load_model, load_pretrained):
+        with pytest.raises(ValueError, match=match) as info:
+            load(path)
+        assert path in str(info.value) and "\n" not in str(info.value)
+
+
+def test_nothing_big_is_allocated(tmp_path):
+    """Under an address-space limit of 1 GiB above what the interpreter already holds, every loader
+    (and `upscale --model`) refuses the lying checkpoints with a message: no allocation, no MemoryError.
+    Before the meta-device check they tried to allocate 14 GB / 2.6 GB."""
+    paths = [tiny_ckpt(tmp_path / "wide.pth", imnet=with_hidden([60000, 60000])),
+             tiny_ckpt(tmp_path / "deep.pth", encoder=with_encoder(n_resblocks=40_000, n_feats=64))]
+    image = tmp_path / "in.png"
+    from PIL import Image
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(image)
+    script = textwrap.dedent(f"""
+        import resource, sys, time, contextlib, io
+        import fastliif, fastliif.checkpoint, fastliif.pretrained, fastliif.models
+        from fastliif.cli import main
+        fastliif.models.names()
+        vm = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize')][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.getrlimit(resource.RLIMIT_AS)[1]))
+        t0 = time.perf_counter()
+        for path in {paths!r}:
+            for load in (fastliif.load_checkpoint, fastliif.checkpoint.load_model, fastliif.pretrained.load_pretrained):
+                try:
+                    load(path)
+                except ValueError as exc:
+                    assert path in str(exc), exc
+                else:
+                    sys.exit('loaded ' + path)
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                code = main(['upscale', {str(image)!r}, '-o', {str(tmp_path / 'out.png')!r}, '--scale', '2',
+                             '--model', path, '--no-progress'])
+            msg = err.getvalue()
+            assert code == 2 and msg.count(chr(10)) == 1 and path in msg and ('parameters' in msg or 'tensors' in msg), (code, msg)
+        print('seconds', time.perf_counter() - t0)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert float(res.stdout.split()[-1]) < 20
+
+
+def test_honest_checkpoint_still_loads_through_every_loader(tmp_path):
+    path = tiny_ckpt(tmp_path / "ok.pth")
+    sd = torch.load(path, weights_only=True)["model"]["sd"]
+    for load in (fastliif.load_checkpoint, load_model, load_pretrained):
+        model = load(path)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in sd.items())
+        assert next(model.parameters()).device.type == "cpu"
+
+
+def test_non_liif_model_with_lying_args(tmp_path):
+    torch.manual_seed(0)
+    model = fastliif.models.make({"name": "srcnn", "args": {"scale": 2}})
+    path = str(tmp_path / "srcnn.pth")
+    torch.save({"model": {"name": "srcnn", "args": {"scale": 2, "num_channels": 3000000}, "sd": model.state_dict()}},
+               path)
+    with pytest.raises(ValueError, match="num_channels = 3000000 is implausibly large"):
+        load_model(path)
+    torch.save({"model": {"name": "nope", "args": {}, "sd": model.state_dict()}}, path)
+    with pytest.raises(ValueError, match="unknown model 'nope'.*srcnn"):
+        load_model(path)
