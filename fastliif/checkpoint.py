@@ -132,15 +132,27 @@ def _args_summary(args):
 
 def read_checkpoint(path, *, map_location="cpu", trusted=False):
     """The raw dict of a checkpoint file, loaded with ``weights_only`` unless ``trusted``."""
+    if os.path.isdir(path):
+        _fail(path, "is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as exc:
-        _fail(path, f"cannot be loaded safely (weights_only=True): {exc}. "
+        _fail(path, f"cannot be loaded safely (weights_only=True): {_first_line(exc)}. "
                     "Pass trusted=True only if you trust where the file came from.")
     except Exception as exc:
-        _fail(path, f"is not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}")
+        _fail(path, f"is not a readable PyTorch checkpoint (truncated or not a checkpoint?): "
+                    f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def _first_line(exc):
+    # torch's load errors run to many lines of advice; a one-line message keeps the line with the
+    # cause (the weights_only unpickler's own error when there is one), up to its first sentence
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = next((line for line in lines if line.startswith("WeightsUnpickler error:")), lines[0] if lines else "")
+    cause = cause.removeprefix("WeightsUnpickler error: ").split(". Please use")[0]
+    return cause[:300] or type(exc).__name__
 
 
 def load_model(path, *, map_location="cpu", backend="auto", trusted=False, key="model"):
