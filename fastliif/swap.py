@@ -19,7 +19,7 @@ import warnings
 import torch.nn as nn
 
 from .nn.liif import LIIF as FusedLIIF
-from .nn.liif import fused_query_rgb, mlp_linears
+from .nn.liif import check_options, fused_query_rgb, mlp_linears
 from .nn.udvd import PixelConv as FusedPixelConv
 from .nn.udvd import fused_pixel_conv
 
@@ -72,6 +72,7 @@ def swap(model, backend="auto"):
     Returns the names (as in ``named_modules``) of the modules swapped; ``""`` is the model.
     Warns when nothing was swapped and nothing in the model was fused already.
     """
+    check_options("swap", backend)
     swapped, fused = [], False
     for name, module in model.named_modules():
         if _MARK in module.__dict__ or isinstance(module, (FusedLIIF, FusedPixelConv)):

@@ -310,3 +310,10 @@ def test_reference_liif_swapped_matches():
         expected = model(inp, coord, cell)
         assert fastliif.swap(model) == [""]
         close(model(inp, coord, cell), expected)
+
+
+def test_unknown_backend_refused_before_swapping():
+    model = make_model(40)
+    with pytest.raises(ValueError, match=r"swap: backend must be one of .*got 'fastest'"):
+        fastliif.swap(model, backend="fastest")
+    assert "query_rgb" not in model.sr.__dict__
