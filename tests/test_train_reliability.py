@@ -170,7 +170,12 @@ def test_disk_full_is_one_line_and_the_previous_checkpoint_survives(tmp_path, ca
 def test_each_checkpoint_is_serialised_once(tmp_path, monkeypatch):
     saves = []
     real_save = torch.save
-    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: (saves.append(type(f).__name__), real_save(obj, f, *a, **k)))
+
+    def counting_save(obj, f, *args, **kwargs):
+        saves.append(type(f).__name__)
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", counting_save)
     config = tiny(epoch_max=1, epoch_save=1, val_dataset=tiny_liif()["val_dataset"])
     train(validate(config), str(tmp_path), log=quiet, progress=False)
     assert saves == ["BytesIO"]  # epoch-last, epoch-best and epoch-1 share one serialisation
