@@ -156,26 +156,26 @@ def read_resume(path):
     return saved
 
 
-def apply_optimizer_overrides(optimizer, scheduler, config_args, saved_args, log):
+def apply_optimizer_overrides(optimizer, scheduler, config_args, saved_args, log, section="optimizer"):
     """Optimizer args the config sets differently from the run being resumed win over the restored
     state (the config is saved with every checkpoint, so it must say what actually trains). ``lr``
     is the base rate: the schedule's decay so far is kept on top of it."""
-    for key, value in (config_args or {}).items():
-        old = (saved_args or {}).get(key)
-        if old == value or not all(key in g for g in optimizer.param_groups):
+    for name, value in (config_args or {}).items():
+        old = (saved_args or {}).get(name)
+        if old == value or not all(name in g for g in optimizer.param_groups):
             continue
         for group in optimizer.param_groups:
-            if key == "lr":
+            if name == "lr":
                 base = group.get("initial_lr", group["lr"])
                 group["lr"] = value * (group["lr"] / base) if base else value
                 if "initial_lr" in group:
                     group["initial_lr"] = value
             else:
-                group[key] = value
-        if key == "lr" and scheduler is not None:
+                group[name] = value
+        if name == "lr" and scheduler is not None:
             scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
-        now = f" (now {optimizer.param_groups[0]['lr']:.3g} with the schedule)" if key == "lr" else ""
-        log(f"resume: optimizer.args.{key} = {value} in the config overrides the checkpoint's {old}{now}")
+        now = f" (now {optimizer.param_groups[0]['lr']:.3g} with the schedule)" if name == "lr" else ""
+        log(f"resume: {section}.args.{name} = {value} in the config overrides the checkpoint's {old}{now}")
 
 
 def _train(config, save_dir, device, rank, world_size, main, log, progress):
@@ -226,7 +226,7 @@ def _setup(config, device, rank, world_size, main, log):
         extra = saved.get("fastliif") or {}
         history, best = list(extra.get("history") or []), float(extra.get("best", -math.inf))
         if task == "gan":
-            step_impl.load_state_dict(saved)
+            step_impl.load_state_dict(saved, log)
         log(f"resumed from {path} at epoch {epoch_start}")
 
     train_loader = make_loader(config["train_dataset"], rank, world_size, True, int(config["num_workers"]))
