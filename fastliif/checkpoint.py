@@ -2,9 +2,16 @@
 
 A checkpoint's ``args`` say how big a model to build, and a small file can ask for a huge one
 (``hidden_list: [60000, 60000]``, ``n_resblocks: 10000000``). So loading never trusts them:
-integers in the args are bounded, the model is first built on the meta device (no memory) under a
-cap on how many tensors it may register, its parameter count is bounded and every shape is compared
-with the file's state_dict; only a model that matches the file is built for real.
+integers in the args are bounded, and the model is built under a budget set by the file's own
+state_dict: every tensor factory call during construction (``torch.empty`` in each layer, ...)
+is checked *before* it allocates, and so is the number of tensors registered. A model that fits
+the budget is then compared key by key and shape by shape with the state_dict.
+
+Why not build on the meta device first: construction code runs ops on its tensors (EDSR's
+MeanShift: ``torch.eye``, a division, ``copy_``), and on meta those go through Python
+decompositions whose first use imports ``torch._dynamo`` (about 5 s per process, measured here),
+a cost every ``upscale --model`` run would pay. The budget gives the same guarantee (nothing
+beyond the file's own size is ever allocated) with one real build.
 """
 import contextlib
 import os
@@ -12,6 +19,7 @@ import pickle
 import threading
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from . import atomic
 from .nn.liif import LIIF
@@ -48,27 +56,66 @@ def _liif_from_spec(path, spec, backend):
     return build_checked(path, lambda: LIIF(**args, backend=backend), spec["sd"], args)
 
 
-class _TooManyTensors(Exception):
+class _OverBudget(Exception):
     pass
 
 
+# the factories layers allocate their tensors with; checked before they run
+_FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.empty_strided,
+              torch.eye}
+
+
+def _requested_numel(func, args, kwargs):
+    if func is torch.eye:
+        n = args[0] if args else kwargs.get("n", 0)
+        m = args[1] if len(args) > 1 and isinstance(args[1], int) else kwargs.get("m") or n
+        return int(n) * int(m)
+    size = kwargs.get("size", args[0] if args else ())
+    if isinstance(size, int):  # torch.empty(3, 4)
+        size = [a for a in args if isinstance(a, int) and not isinstance(a, bool)]
+    numel = 1
+    for d in size:
+        numel *= int(d)
+    return numel
+
+
+class _AllocationBudget(TorchFunctionMode):
+    """Refuses (raises _OverBudget) a tensor factory call that would take the values allocated so
+    far above ``limit``, before it allocates anything."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.used = limit, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _FACTORIES:
+            numel = _requested_numel(func, args, kwargs)
+            self.used += numel
+            if self.used > self.limit:
+                raise _OverBudget(f"a torch.{func.__name__} of {numel:,} values")
+        return func(*args, **kwargs)
+
+
 @contextlib.contextmanager
-def _tensor_budget(limit):
-    """Abort any module construction in this thread once it registers more than ``limit``
-    parameters and buffers (a block count of 10 million would take minutes even on meta)."""
+def _budget(values, tensors):
+    """Abort module construction in this thread once it would allocate more than ``values`` values
+    or register more than ``tensors`` parameters and buffers (a block count of 10 million would
+    take minutes to build even with tiny tensors)."""
     me, count = threading.get_ident(), [0]
 
     def hook(module, name, tensor):
         if tensor is not None and threading.get_ident() == me:
             count[0] += 1
-            if count[0] > limit:
-                raise _TooManyTensors
+            if count[0] > tensors:
+                raise _OverBudget(f"tensor number {tensors + 1}")
 
     from torch.nn.modules import module as nn_module
     handles = [nn_module.register_module_parameter_registration_hook(hook),
                nn_module.register_module_buffer_registration_hook(hook)]
     try:
-        yield
+        with _AllocationBudget(values):
+            yield
     finally:
         for h in handles:
             h.remove()
@@ -85,32 +132,34 @@ def _check_arg_ints(path, value, where):
         _fail(path, f"model args {where} = {value} is implausibly large (limit {MAX_ARG_INT}); refusing to build it")
 
 
-def build_checked(path, build, sd, args):
-    """``build()`` for real only once the model it makes matches the state_dict ``sd``.
+def build_within(build, sd):
+    """``build()`` allocating at most about what the state_dict ``sd`` holds (twice its values plus
+    1M, and twice its tensors plus 16: room for non-persistent buffers and temporaries, not for a
+    model of another size). Raises _OverBudget otherwise, before the big allocation."""
+    values = sum(t.numel() for t in sd.values())
+    with _budget(min(2 * values + (1 << 20), MAX_PARAMETERS), 2 * len(sd) + 16):
+        return build()
 
-    ``args`` (the checkpoint's model args) are bounded first; then the model is built on the meta
-    device, with at most about as many tensors as ``sd`` holds, its size capped at
-    ``MAX_PARAMETERS``, and its keys and shapes compared with ``sd``'s. Every refusal is a
-    ValueError naming the file and the offending arg or key.
+
+def build_checked(path, build, sd, args):
+    """``build()``, refused unless the model it makes is the one the state_dict ``sd`` describes.
+
+    ``args`` (the checkpoint's model args) are bounded first; the build runs within the budget of
+    :func:`build_within`; then keys and shapes are compared with ``sd`` and ``sd`` is loaded. Every
+    refusal is a one-line ValueError naming the file and the offending arg or key.
     """
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         _fail(path, "the state_dict ('sd') must map names to tensors")
     _check_arg_ints(path, args, "")
-    limit = 2 * len(sd) + 16  # re-registrations and non-persistent buffers: a margin, not a loophole
     try:
-        with torch.device("meta"), _tensor_budget(limit):
-            shell = build()
-    except _TooManyTensors:
-        _fail(path, f"its model args build a model with more than {limit} tensors while its state_dict holds "
-                    f"{len(sd)}: the args do not describe these weights ({_args_summary(args)})")
+        model = build_within(build, sd)
+    except _OverBudget as exc:
+        _fail(path, f"its model args ask for a bigger model than its state_dict holds ({len(sd)} tensors, "
+                    f"{sum(t.numel() for t in sd.values()):,} values): refused {exc} before allocating it"
+                    f"{_largest_arg(args)}")
     except (KeyError, TypeError, ValueError) as exc:
-        _fail(path, f"cannot build the model from its args {args}: {type(exc).__name__}: {exc}")
-    expected = shell.state_dict()
-    total = sum(t.numel() for t in expected.values())
-    if total > MAX_PARAMETERS:
-        big = max(expected, key=lambda k: expected[k].numel())
-        _fail(path, f"its model args ask for {total:,} parameters (limit {MAX_PARAMETERS:,}); the largest is "
-                    f"{big} {tuple(expected[big].shape)}")
+        _fail(path, f"cannot build the model from its args {_args_summary(args)}: {type(exc).__name__}: {exc}")
+    expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     if missing or unexpected:
@@ -119,10 +168,28 @@ def build_checked(path, build, sd, args):
         if tuple(sd[k].shape) != tuple(t.shape):
             _fail(path, f"state_dict does not fit the model: {k} has shape {tuple(sd[k].shape)} in the file, "
                         f"{tuple(t.shape)} in the model its args describe")
-    del shell
-    model = build()  # the args now describe exactly the file's tensors: allocating is safe
     model.load_state_dict(sd)
     return model
+
+
+def _largest_arg(args):
+    found = []
+
+    def walk(value, where):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}" if where else str(k))
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            found.append((value, where))
+
+    walk(args, "")
+    if not found:
+        return ""
+    value, where = max(found, key=lambda f: f[0])
+    return f" (its largest arg: {where} = {value})"
 
 
 def _args_summary(args):
@@ -241,11 +308,10 @@ def liif_args(model):
 
 
 def _fits(args, sd):
-    """Whether the LIIF that ``args`` describe has exactly ``sd``'s keys and shapes (built on meta)."""
+    """Whether the LIIF that ``args`` describe has exactly ``sd``'s keys and shapes."""
     try:
-        with torch.device("meta"):
-            expected = LIIF(**args).state_dict()
-    except (KeyError, TypeError, ValueError):
+        expected = build_within(lambda: LIIF(**args), sd).state_dict()
+    except (_OverBudget, KeyError, TypeError, ValueError):
         return False
     return set(expected) == set(sd) and all(tuple(sd[k].shape) == tuple(t.shape) for k, t in expected.items())
 

@@ -33,8 +33,10 @@ def with_hidden(hidden):
 
 @pytest.mark.parametrize("encoder, imnet, match", [
     (with_encoder(n_resblocks=10_000_000), IMNET, r"encoder_spec\.args\.n_resblocks = 10000000 is implausibly"),
-    (ENCODER, with_hidden([60000, 60000]), r"3,6\d\d,\d{3},\d{3} parameters .* imnet\.layers\.2\.weight"),
-    (with_encoder(n_resblocks=40_000), IMNET, r"more than \d+ tensors while its state_dict holds"),
+    (ENCODER, with_hidden([60000, 60000]), r"bigger model than its state_dict holds \(18 tensors, [\d,]+ values\): "
+     r"refused a torch.empty of [\d,]+ values before allocating it \(its largest arg: "
+     r"imnet_spec.args.hidden_list\[0\] = 60000\)"),
+    (with_encoder(n_resblocks=40_000), IMNET, r"refused tensor number 53 before allocating it .*n_resblocks = 40000"),
     (ENCODER, with_hidden([16, 24]), r"imnet\.layers\.2\.weight has shape \(16, 16\) in the file, \(24, 16\)"),
     (with_encoder(n_feats=12), IMNET, r"encoder\.head\.0\.weight has shape"),
 ])
@@ -76,7 +78,7 @@ def test_nothing_big_is_allocated(tmp_path):
                 code = main(['upscale', {str(image)!r}, '-o', {str(tmp_path / 'out.png')!r}, '--scale', '2',
                              '--model', path, '--no-progress'])
             msg = err.getvalue()
-            refused = 'parameters' in msg or 'tensors' in msg
+            refused = 'bigger model than its state_dict holds' in msg or 'implausibly large' in msg
             assert code == 2 and msg.count(chr(10)) == 1 and path in msg and refused, (code, msg)
         print('seconds', time.perf_counter() - t0)
     """)
@@ -105,3 +107,22 @@ def test_non_liif_model_with_lying_args(tmp_path):
     torch.save({"model": {"name": "nope", "args": {}, "sd": model.state_dict()}}, path)
     with pytest.raises(ValueError, match="unknown model 'nope'.*srcnn"):
         load_model(path)
+
+
+@pytest.mark.parametrize("name, args", [
+    ("a2n", {"scale": 2}), ("srcnn", {"scale": 2}), ("srresnet", {"scale": 2, "nf": 8, "nb": 1}),
+    ("srgan-discriminator", {"nf": 4, "fc_dim": 16}), ("udvd", {}), ("udvd-reference", {}),
+    ("rdn", {"G0": 8, "RDNconfig": "A", "no_upsampling": True}), ("edsr-baseline", {"n_resblocks": 1, "n_feats": 8}),
+    ("edsr", {"n_resblocks": 1, "n_feats": 8, "scale": 3}),
+])
+def test_every_registered_model_loads_within_its_budget(tmp_path, name, args):
+    """The allocation budget (twice the file's values and tensors) leaves room for what every
+    registered model builds; the loaded weights are the saved ones."""
+    torch.manual_seed(1)
+    model = fastliif.models.make({"name": name, "args": args})
+    path = str(tmp_path / f"{name}.pth")
+    fastliif.checkpoint.save_model(model, {"name": name, "args": args}, path)
+    loaded = load_model(path)
+    assert type(loaded) is type(model)
+    sd = model.state_dict()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in sd.items())
