@@ -142,3 +142,10 @@ def test_cli_bad_yaml_and_directory(tmp_path, capsys):
     assert "not valid YAML" in err and err.count("\n") == 1
     assert main(["train", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_set_reads_exponent_numbers_as_numbers(tmp_path):
+    path = write(tmp_path, tiny_liif())
+    config = load_config(path, ["optimizer.args.lr=1e-4", "data_norm.inp.sub=[0.25]", "model.name=liif"])
+    assert config["optimizer"]["args"]["lr"] == 1e-4 and config["data_norm"]["inp"]["sub"] == [0.25]
+    assert config["model"]["name"] == "liif"  # text stays text

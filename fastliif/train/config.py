@@ -240,9 +240,15 @@ def parse_override(text_):
     if not all(keys):
         raise ConfigError(f"--set {text_!r}: empty key")
     try:
-        return keys, yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set {text_!r}: the value is not valid YAML ({' '.join(str(exc).split())})") from None
+    if isinstance(parsed, str):  # YAML 1.1 reads 1e-4 (no dot) as text; on a command line it means the number
+        try:
+            parsed = float(parsed) if parsed.strip().lower() not in ("nan", "inf", "-inf", "infinity") else parsed
+        except ValueError:
+            pass
+    return keys, parsed
 
 
 def apply_override(config, keys, value):
