@@ -80,6 +80,8 @@ def test_resume_problems_are_one_line_errors(tmp_path, capsys, finished_run):
         code, out, err = run_cli(capsys, config, "--save-dir", str(save), "--resume", str(path))
         assert_one_line_error(code, err, "resume: ", str(path), part)
         assert "epoch 2" not in out and not (save / "epoch-last.pth").exists()
+        if part != "does not fit the configured model":
+            assert "parameters" not in out  # refused before the model was even built
 
 
 # ---- save dir ------------------------------------------------------------------------------

@@ -196,6 +196,7 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
 
 def _setup(config, device, rank, world_size, main, log):
     task, backend = config["task"], config["backend"]
+    saved = read_resume(config["resume"]) if config.get("resume") else None  # a bad file stops us first
     model = build_model(config["model"], backend).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {config['model']['name']} ({type(model).__module__}.{type(model).__name__}): "
@@ -209,9 +210,8 @@ def _setup(config, device, rank, world_size, main, log):
     scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, **milestones) if milestones else None)
     epoch_start, history, best = 1, [], -math.inf
 
-    if config.get("resume"):
+    if saved is not None:
         path = config["resume"]
-        saved = read_resume(path)
         try:
             model.load_state_dict(saved["model"]["sd"])
             optimizer.load_state_dict(saved["optimizer"]["sd"])
