@@ -14,11 +14,12 @@ not change; ``unswap`` removes the binding.
 """
 import inspect
 import types
+import warnings
 
 import torch.nn as nn
 
 from .nn.liif import LIIF as FusedLIIF
-from .nn.liif import fused_query_rgb, mlp_linears
+from .nn.liif import check_options, fused_query_rgb, mlp_linears
 from .nn.udvd import PixelConv as FusedPixelConv
 from .nn.udvd import fused_pixel_conv
 
@@ -69,10 +70,13 @@ def swap(model, backend="auto"):
     PixelConv-structured module in ``model`` with the fused ops.
 
     Returns the names (as in ``named_modules``) of the modules swapped; ``""`` is the model.
+    Warns when nothing was swapped and nothing in the model was fused already.
     """
-    swapped = []
+    check_options("swap", backend)
+    swapped, fused = [], False
     for name, module in model.named_modules():
-        if _MARK in module.__dict__:
+        if _MARK in module.__dict__ or isinstance(module, (FusedLIIF, FusedPixelConv)):
+            fused = True
             continue
         if is_liif_like(module):
             module.__dict__[_MARK] = backend
@@ -84,6 +88,11 @@ def swap(model, backend="auto"):
         else:
             continue
         swapped.append(name)
+    if not swapped and not fused:
+        warnings.warn(f"fastliif.swap: nothing swapped in this {type(model).__name__}: it has no LIIF-structured "
+                      "module (an encoder, imnet = Linear/ReLU stack or None, boolean feat_unfold / local_ensemble "
+                      "/ cell_decode, a query_rgb method) and no PixelConv-structured one (integer scale, boolean "
+                      "depthwise, no parameters, forward(feature, kernel))", stacklevel=2)
     return swapped
 
 

@@ -241,3 +241,77 @@ def test_custom_class_fails_safely(tmp_path):
     inp, coord, cell = inputs(12)
     with torch.no_grad():
         torch.testing.assert_close(loaded(inp, coord, cell), src(inp, coord, cell), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the official class
+
+class OfficialLIIF(torch.nn.Module):
+    """The official models/liif.py structure: builds from specs but keeps none of them."""
+
+    def __init__(self, encoder_spec, imnet_spec=None, local_ensemble=True, feat_unfold=True, cell_decode=True):
+        super().__init__()
+        self.local_ensemble, self.feat_unfold, self.cell_decode = local_ensemble, feat_unfold, cell_decode
+        self.encoder = fastliif.models.make(encoder_spec)
+        in_dim = self.encoder.out_dim * (9 if feat_unfold else 1) + 2 + (2 if cell_decode else 0)
+        self.imnet = fastliif.models.make(imnet_spec, args={"in_dim": in_dim}) if imnet_spec else None
+
+    def gen_feat(self, inp):
+        self.feat = self.encoder(inp)
+        return self.feat
+
+    def query_rgb(self, coord, cell=None):
+        return fastliif.reference.query_rgb_reference(self.feat, coord, cell, self.imnet, self.feat_unfold,
+                                                      self.local_ensemble, self.cell_decode)
+
+    def forward(self, inp, coord, cell):
+        self.gen_feat(inp)
+        return self.query_rgb(coord, cell)
+
+
+@pytest.mark.parametrize("encoder, flags", [
+    (ENCODER, {}),
+    ({"name": "edsr-baseline", "args": {"no_upsampling": True, "n_resblocks": 1, "n_feats": 8, "res_scale": 0.5}},
+     {"cell_decode": False, "local_ensemble": False}),
+    ({"name": "rdn", "args": {"no_upsampling": True, "G0": 8, "RDNconfig": "A"}}, {"feat_unfold": False}),
+])
+def test_official_class_saves_from_its_own_structure(tmp_path, encoder, flags):
+    torch.manual_seed(21)
+    model = OfficialLIIF(encoder, IMNET, **flags).eval()
+    assert not hasattr(model, "encoder_spec")
+    path = str(tmp_path / "official.pth")
+    fastliif.save_checkpoint(model, path)
+    loaded = fastliif.load_checkpoint(path)
+    for f in ("local_ensemble", "feat_unfold", "cell_decode"):
+        assert getattr(loaded, f) == getattr(model, f)
+    inp, coord, cell = inputs(22)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(inp, coord, cell), model(inp, coord, cell), rtol=1e-5, atol=1e-6)
+
+
+def test_official_class_with_an_unknown_encoder_needs_a_spec(tmp_path):
+    torch.manual_seed(23)
+    model = OfficialLIIF(ENCODER, IMNET)
+    model.encoder = torch.nn.Sequential(*model.encoder.head, *model.encoder.body)  # a custom encoder
+    model.encoder.out_dim = 16
+    path = str(tmp_path / "custom.pth")
+    with pytest.raises(ValueError, match=r"cannot tell the encoder_spec.*pass spec=") as info:
+        fastliif.save_checkpoint(model, path)
+    assert "\n" not in str(info.value) and not os.path.exists(path)
+    # a spec that does not rebuild the model is refused too, naming the problem
+    with pytest.raises(ValueError, match="does not rebuild this model"):
+        fastliif.save_checkpoint(model, path, spec={"name": "liif", "args": {"encoder_spec": ENCODER,
+                                                                             "imnet_spec": IMNET}})
+
+
+def test_explicit_spec_saves_an_official_instance(tmp_path):
+    torch.manual_seed(24)
+    model = OfficialLIIF(ENCODER, IMNET).eval()
+    path = str(tmp_path / "spec.pth")
+    fastliif.save_checkpoint(model, path, spec={"name": "liif", "args": {"encoder_spec": ENCODER, "imnet_spec": IMNET}},
+                             epoch=5)
+    saved = torch.load(path, weights_only=True)
+    assert saved["epoch"] == 5 and saved["model"]["args"]["encoder_spec"] == ENCODER
+    inp, coord, cell = inputs(25)
+    with torch.no_grad():
+        torch.testing.assert_close(fastliif.load_checkpoint(path)(inp, coord, cell), model(inp, coord, cell),
+                                   rtol=1e-5, atol=1e-6)

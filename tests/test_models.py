@@ -250,3 +250,20 @@ def test_make_cell():
     torch.testing.assert_close(cell[..., 0], torch.full((2, 5), 2 / 8))
     torch.testing.assert_close(cell[..., 1], torch.full((2, 5), 2 / 10))
     assert torch.equal(coord, before)  # the input is not modified
+
+
+# ----------------------------------------------------------------------------- constructor checks
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: fastliif.nn.LIIF("edsr-baseline", backend="bogus"), r"LIIF: backend must be one of .*got 'bogus'"),
+    (lambda: fastliif.nn.LIIF("edsr-baseline", local_ensemble="yes"), r"LIIF: local_ensemble must be True or False"),
+    (lambda: fastliif.nn.LIIF("edsr-baseline", cell_decode=1), r"LIIF: cell_decode must be True or False, got 1"),
+    (lambda: fastliif.nn.udvd.PixelConv(scale=0), r"PixelConv: scale must be a positive integer, got 0"),
+    (lambda: fastliif.nn.udvd.PixelConv(scale=2.0), r"PixelConv: scale must be a positive integer, got 2.0"),
+    (lambda: fastliif.nn.udvd.PixelConv(depthwise="no"), r"PixelConv: depthwise must be True or False"),
+    (lambda: fastliif.nn.udvd.PixelConv(backend="gpu"), r"PixelConv: backend must be one of"),
+    (lambda: fastliif.nn.UDVD(backend="fast"), r"UDVD: backend must be one of .*got 'fast'"),
+])
+def test_fused_constructors_check_their_options(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

@@ -2,6 +2,7 @@
 import copy
 import importlib
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -11,7 +12,9 @@ import fastliif
 from fastliif.reference import query_rgb_reference
 
 FUSED_MODULE = importlib.import_module("fastliif.nn.liif")
-FLAGS = list(itertools.product([False, True], repeat=3))  # (feat_unfold, local_ensemble, cell_decode)
+FLAGS = list(itertools.product([False, True], repeat=3))
+# the warning names both structures it looked for
+NOTHING_SWAPPED = r"nothing swapped in this \w+: .*LIIF-structured.*PixelConv-structured"  # (feat_unfold, local_ensemble, cell_decode)
 
 
 # ----------------------------------------------------------------------------- an independent LIIF
@@ -235,8 +238,10 @@ def test_swap_twice_is_noop(count_fused):
     model = make_model(11)
     assert fastliif.swap(model) == ["sr"]
     bound = model.sr.__dict__["query_rgb"]
-    assert fastliif.swap(model) == []
-    assert fastliif.swap(model, backend="torch") == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # already swapped: nothing to say
+        assert fastliif.swap(model) == []
+        assert fastliif.swap(model, backend="torch") == []
     assert model.sr.__dict__["query_rgb"] is bound
     inp, coord, cell = inputs(12)
     with torch.no_grad():
@@ -248,16 +253,19 @@ def test_swap_twice_is_noop(count_fused):
 
 def test_non_liif_structure_not_swapped(count_fused):
     tanh = make_model(13, act=nn.Tanh)
-    assert fastliif.swap(tanh) == []
+    with pytest.warns(UserWarning, match=NOTHING_SWAPPED):
+        assert fastliif.swap(tanh) == []
     assert "query_rgb" not in tanh.sr.__dict__
 
     no_flags = make_model(14)
     del no_flags.sr.cell_decode
-    assert fastliif.swap(no_flags) == []
+    with pytest.warns(UserWarning, match=NOTHING_SWAPPED):
+        assert fastliif.swap(no_flags) == []
 
     no_encoder = make_model(15)
     no_encoder.sr.encoder = None
-    assert fastliif.swap(no_encoder) == []
+    with pytest.warns(UserWarning, match=NOTHING_SWAPPED):
+        assert fastliif.swap(no_encoder) == []
 
     class ExtraLayer(MyLIIF):
         def __init__(self):
@@ -265,8 +273,10 @@ def test_non_liif_structure_not_swapped(count_fused):
             self.imnet.layers.append(nn.Sigmoid())
 
     torch.manual_seed(16)
-    assert fastliif.swap(ExtraLayer()) == []
-    assert fastliif.swap(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())) == []
+    with pytest.warns(UserWarning, match=NOTHING_SWAPPED):
+        assert fastliif.swap(ExtraLayer()) == []
+    with pytest.warns(UserWarning, match=NOTHING_SWAPPED):
+        assert fastliif.swap(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU())) == []
 
     inp, coord, cell = inputs(17)
     with torch.no_grad():
@@ -279,7 +289,9 @@ def test_fused_liif_left_alone():
     enc = {"name": "edsr-baseline", "args": {"no_upsampling": True, "n_resblocks": 2, "n_feats": 16}}
     imnet = {"name": "mlp", "args": {"out_dim": 3, "hidden_list": [16]}}
     fused = fastliif.nn.LIIF(enc, imnet)
-    assert fastliif.swap(fused) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # already fused: nothing to say
+        assert fastliif.swap(fused) == []
     assert "query_rgb" not in fused.__dict__
     assert fused.query_rgb.__func__ is fastliif.nn.LIIF.query_rgb
     # in a container with a reference LIIF, only the reference one is swapped
@@ -298,3 +310,10 @@ def test_reference_liif_swapped_matches():
         expected = model(inp, coord, cell)
         assert fastliif.swap(model) == [""]
         close(model(inp, coord, cell), expected)
+
+
+def test_unknown_backend_refused_before_swapping():
+    model = make_model(40)
+    with pytest.raises(ValueError, match=r"swap: backend must be one of .*got 'fastest'"):
+        fastliif.swap(model, backend="fastest")
+    assert "query_rgb" not in model.sr.__dict__

@@ -120,3 +120,28 @@ def test_srgan_step_trains_both_networks_and_resumes(tmp_path):
     # the discriminator's optimizer state was restored, not restarted: its step count went on
     steps = [int(s["step"]) for s in second["d_optimizer"]["sd"]["state"].values()]
     assert steps and all(n == 6 for n in steps), steps
+
+
+def test_srgan_resume_problems_and_discriminator_lr_override(tmp_path):
+    from fastliif.train.config import ConfigError
+    config = validate(image_config({"name": "srresnet", "args": {"scale": 2, "nf": 8, "nb": 1}},
+                                   {"inp_size": 16, "scale": 2, "resize": "matlab"}, task="gan", iters_per_epoch=1,
+                                   val_dataset=None,
+                                   gan={"discriminator": {"name": "srgan-discriminator",
+                                                          "args": {"nf": 4, "fc_dim": 16}},
+                                        "optimizer": {"name": "adam", "args": {"lr": 1e-3}}}))
+    train(config, str(tmp_path / "a"), log=quiet, progress=False)
+    last = str(tmp_path / "a" / "epoch-last.pth")
+    # a generator-only checkpoint cannot resume a GAN run
+    saved = read_checkpoint(last)
+    torch.save({k: v for k, v in saved.items() if k != "discriminator"}, tmp_path / "g-only.pth")
+    with pytest.raises(ConfigError, match="no discriminator"):
+        train(validate(dict(config, epoch_max=2, resume=str(tmp_path / "g-only.pth"))), str(tmp_path / "b"),
+              log=quiet, progress=False)
+    logs = []
+    gan = dict(config["gan"], optimizer={"name": "adam", "args": {"lr": 4e-4}})
+    train(validate(dict(config, epoch_max=2, resume=last, gan=gan)), str(tmp_path / "c"), log=logs.append,
+          progress=False)
+    assert any("gan.optimizer.args.lr = 0.0004 in the config overrides the checkpoint's 0.001" in m for m in logs)
+    d_groups = read_checkpoint(str(tmp_path / "c" / "epoch-last.pth"))["d_optimizer"]["sd"]["param_groups"]
+    assert all(g["lr"] == pytest.approx(4e-4) for g in d_groups)

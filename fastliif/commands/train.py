@@ -23,6 +23,7 @@ def register(sub):
 
 def run(args):
     from ..train import load_config, train
+    from ..train.config import ConfigError
     overrides = list(args.set)
     if args.epochs is not None:
         overrides.append(f"epoch_max={args.epochs}")
@@ -32,13 +33,13 @@ def run(args):
         overrides.append(f"backend={args.backend}")
     if args.amp:
         overrides.append("amp=true")
+    save_dir = args.save_dir or os.path.join("save", os.path.splitext(os.path.basename(args.config))[0])
     try:
         config = load_config(args.config, overrides)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"fastliif train: {exc}", file=sys.stderr)
+        history = train(config, save_dir, device=args.device, progress=not args.quiet)
+    except (ConfigError, OSError) as exc:  # bad config or setup, unreadable files, disk full: one line
+        print(f"fastliif train: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    save_dir = args.save_dir or os.path.join("save", os.path.splitext(os.path.basename(args.config))[0])
-    history = train(config, save_dir, device=args.device, progress=not args.quiet)
     if history and int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoints and history in {save_dir}")
     return 0

@@ -13,4 +13,4 @@ def _populate():
 
 
 _datasets = Registry("dataset", _populate)
-register, names, make = _datasets.register, _datasets.names, _datasets.make
+register, names, make, check = _datasets.register, _datasets.names, _datasets.make, _datasets.check

@@ -17,4 +17,4 @@ def _populate():
 
 
 _models = Registry("model", _populate)
-register, names, make, get = _models.register, _models.names, _models.make, _models.get
+register, names, make, get, check = _models.register, _models.names, _models.make, _models.get, _models.check

@@ -2,9 +2,18 @@
 import torch.nn as nn
 
 from ..models import register
-from ..ops import liif_query
+from ..ops import BACKENDS, liif_query
 from ..reference.liif import LIIF as ReferenceLIIF
 from ..reference.liif import sample_nearest
+
+
+def check_options(who, backend, **flags):
+    """Constructor checks shared by the fused modules: a known backend, boolean flags."""
+    if backend not in ("auto",) + BACKENDS:
+        raise ValueError(f"{who}: backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{who}: {name} must be True or False, got {value!r}")
 
 
 def mlp_linears(imnet):
@@ -53,6 +62,8 @@ class LIIF(ReferenceLIIF):
 
     def __init__(self, encoder_spec="edsr-baseline", imnet_spec=None, local_ensemble=True, feat_unfold=True,
                  cell_decode=True, backend="auto", encoder=None):
+        check_options("LIIF", backend, local_ensemble=local_ensemble, feat_unfold=feat_unfold,
+                      cell_decode=cell_decode)
         if encoder is not None:  # fastliif.nn.LIIF(encoder="edsr-baseline")
             encoder_spec = encoder
         if isinstance(encoder_spec, str):

@@ -10,6 +10,7 @@ from ..models import register
 from ..ops import dynamic_conv
 from ..reference import udvd as _ref
 from ..reference.dynamic_conv import PixelConv as ReferencePixelConv
+from .liif import check_options
 
 
 def pixel_conv_geometry(feature, kernel, scale, depthwise):
@@ -52,6 +53,9 @@ class PixelConv(ReferencePixelConv):
     """
 
     def __init__(self, scale=2, depthwise=False, backend="auto"):
+        if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+            raise ValueError(f"PixelConv: scale must be a positive integer, got {scale!r}")
+        check_options("PixelConv", backend, depthwise=depthwise)
         super().__init__(scale, depthwise)
         self.backend = backend
 
@@ -72,6 +76,7 @@ class _BackendMixin:
 
     @backend.setter
     def backend(self, value):
+        check_options(type(self).__name__, value)
         for m in self.modules():
             if isinstance(m, PixelConv):
                 m.backend = value

@@ -59,6 +59,16 @@ class GanTrainer:
                 "d_optimizer": {"name": self.d_opt_spec["name"], "args": dict(self.d_opt_spec.get("args") or {}),
                                 "sd": self.d_optimizer.state_dict()}}
 
-    def load_state_dict(self, saved):
-        self.discriminator.load_state_dict(saved["discriminator"]["sd"])
-        self.d_optimizer.load_state_dict(saved["d_optimizer"]["sd"])
+    def load_state_dict(self, saved, log=print):
+        """Restore the discriminator and its optimizer from a GAN run's checkpoint; the config's
+        discriminator optimizer args win where they differ from the checkpoint's (as the generator's)."""
+        from .config import ConfigError
+        from .loop import apply_optimizer_overrides
+        parts = [saved.get(k) for k in ("discriminator", "d_optimizer")]
+        if not all(isinstance(p, dict) and isinstance(p.get("sd"), dict) for p in parts):
+            raise ConfigError("resume: the checkpoint has no discriminator / discriminator-optimizer state "
+                              "(it was not saved by a GAN run)")
+        self.discriminator.load_state_dict(parts[0]["sd"])
+        self.d_optimizer.load_state_dict(parts[1]["sd"])
+        apply_optimizer_overrides(self.d_optimizer, None, self.d_opt_spec.get("args"), parts[1].get("args"), log,
+                                  section="gan.optimizer")

@@ -3,25 +3,27 @@ losses, validation PSNR every ``epoch_val`` epochs, checkpoints in the official 
 (``epoch-last.pth`` each epoch, ``epoch-best.pth``, ``epoch-N.pth`` every ``epoch_save``), resume,
 AMP, DDP under torchrun, tqdm progress, a history JSON and plot."""
 import contextlib
-import json
+import io
 import math
 import os
+import tempfile
 import time
+import types
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
+from .. import atomic
 from .. import data as datasets
 from .. import models
 from ..checkpoint import read_checkpoint
 from . import ddp
+from .config import BACKENDS, OPTIMIZERS, ConfigError
 from .losses import make_loss
 from .tasks import DataNorm, forward, to_device, validation_psnr
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-BACKENDS = ("auto", "cpu", "torch", "triton", "cuda", "reference")
 CHECK_EVERY = 10  # steps between loss read-backs (finite check, progress bar)
 
 
@@ -53,7 +55,7 @@ def build_model(spec, backend):
 def make_optimizer(params, spec, state=None):
     name = spec["name"].lower()
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {spec['name']!r}; choose from {sorted(OPTIMIZERS)}")
+        raise ConfigError(f"unknown optimizer {spec['name']!r}; choose from {sorted(OPTIMIZERS)}")
     opt = OPTIMIZERS[name](params, **(spec.get("args") or {}))
     if state is not None:
         opt.load_state_dict(state)
@@ -96,8 +98,10 @@ def save_history_plot(history, path):
         ax[1].plot(*zip(*val), marker=".", color="C1")
     ax[1].set(xlabel="epoch", ylabel="val PSNR (dB)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        atomic.save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def validate(task, model, loader, norm, device, amp):
@@ -125,18 +129,80 @@ def train(config, save_dir, *, device=None, log=print, progress=True, return_mod
         ddp.cleanup()
 
 
+def check_save_dir(save_dir):
+    """Create ``save_dir`` and make sure a file can be written there, before any training."""
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=save_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"save dir {save_dir}: cannot write there ({exc.strerror or exc})") from None
+
+
+def read_resume(path):
+    """The checkpoint to resume from, checked to hold what resuming needs (one-line ConfigErrors)."""
+    try:
+        saved = read_checkpoint(path, map_location="cpu")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"resume: {exc}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("model"), dict) or "sd" not in saved["model"]:
+        raise ConfigError(f"resume: {path} is not a training checkpoint (no {{'model': {{'sd': ...}}}})")
+    opt = saved.get("optimizer")
+    if not isinstance(opt, dict) or not isinstance(opt.get("sd"), dict):
+        raise ConfigError(f"resume: {path} has no optimizer state (a model-only checkpoint cannot resume a run; "
+                          "start a new run instead)")
+    if not isinstance(saved.get("epoch"), int):
+        raise ConfigError(f"resume: {path} does not say which epoch it was saved at")
+    return saved
+
+
+def apply_optimizer_overrides(optimizer, scheduler, config_args, saved_args, log, section="optimizer"):
+    """Optimizer args the config sets differently from the run being resumed win over the restored
+    state (the config is saved with every checkpoint, so it must say what actually trains). ``lr``
+    is the base rate: the schedule's decay so far is kept on top of it."""
+    for name, value in (config_args or {}).items():
+        old = (saved_args or {}).get(name)
+        if old == value or not all(name in g for g in optimizer.param_groups):
+            continue
+        for group in optimizer.param_groups:
+            if name == "lr":
+                base = group.get("initial_lr", group["lr"])
+                group["lr"] = value * (group["lr"] / base) if base else value
+                if "initial_lr" in group:
+                    group["initial_lr"] = value
+            else:
+                group[name] = value
+        if name == "lr" and scheduler is not None:
+            scheduler.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
+        now = f" (now {optimizer.param_groups[0]['lr']:.3g} with the schedule)" if name == "lr" else ""
+        log(f"resume: {section}.args.{name} = {value} in the config overrides the checkpoint's {old}{now}")
+
+
 def _train(config, save_dir, device, rank, world_size, main, log, progress):
     task, backend = config["task"], config["backend"]
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     torch.manual_seed(int(config["seed"]))
-    os.makedirs(save_dir, exist_ok=True)
+    if main:
+        check_save_dir(save_dir)
+    try:
+        run = _setup(config, device, rank, world_size, main, log)
+    except (KeyError, TypeError, ValueError) as exc:  # names and args: the config checked most already
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{type(exc).__name__}: {exc}" if isinstance(exc, TypeError) else str(exc)) from None
+    return _loop(config, save_dir, device, rank, world_size, main, log, progress, run)
 
+
+def _setup(config, device, rank, world_size, main, log):
+    task, backend = config["task"], config["backend"]
+    saved = read_resume(config["resume"]) if config.get("resume") else None  # a bad file stops us first
     model = build_model(config["model"], backend).to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {config['model']['name']} ({type(model).__module__}.{type(model).__name__}): "
         f"{n_params:,} parameters; backend {backend}; device {device}; world size {world_size}")
     optimizer = make_optimizer(model.parameters(), config["optimizer"])
+    step_impl = None
     if task == "gan":
         from .gan import GanTrainer
         step_impl = GanTrainer(config, device)
@@ -144,24 +210,40 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
     scheduler = (torch.optim.lr_scheduler.MultiStepLR(optimizer, **milestones) if milestones else None)
     epoch_start, history, best = 1, [], -math.inf
 
-    if config.get("resume"):
-        saved = read_checkpoint(config["resume"], map_location="cpu")
-        model.load_state_dict(saved["model"]["sd"])
-        optimizer.load_state_dict(saved["optimizer"]["sd"])
+    if saved is not None:
+        path = config["resume"]
+        try:
+            model.load_state_dict(saved["model"]["sd"])
+            optimizer.load_state_dict(saved["optimizer"]["sd"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ConfigError(f"resume: {path} does not fit the configured model/optimizer: "
+                              f"{' '.join(str(exc).split())[:400]}") from None
         if scheduler is not None and saved.get("lr_scheduler") is not None:
             scheduler.load_state_dict(saved["lr_scheduler"])
+        apply_optimizer_overrides(optimizer, scheduler, config["optimizer"].get("args"),
+                                  saved["optimizer"].get("args"), log)
         epoch_start = int(saved["epoch"]) + 1
         extra = saved.get("fastliif") or {}
         history, best = list(extra.get("history") or []), float(extra.get("best", -math.inf))
         if task == "gan":
-            step_impl.load_state_dict(saved)
-        log(f"resumed from {config['resume']} at epoch {epoch_start}")
+            step_impl.load_state_dict(saved, log)
+        log(f"resumed from {path} at epoch {epoch_start}")
 
     train_loader = make_loader(config["train_dataset"], rank, world_size, True, int(config["num_workers"]))
     val_loader = (make_loader(config["val_dataset"], 0, 1, False, 0)
                   if config.get("val_dataset") and main else None)
     norm = DataNorm(config["data_norm"], device)
     loss_fn = make_loss(config["loss"])
+    return types.SimpleNamespace(model=model, optimizer=optimizer, scheduler=scheduler, step_impl=step_impl,
+                                 epoch_start=epoch_start, history=history, best=best, train_loader=train_loader,
+                                 val_loader=val_loader, norm=norm, loss_fn=loss_fn)
+
+
+def _loop(config, save_dir, device, rank, world_size, main, log, progress, run):
+    task = config["task"]
+    model, optimizer, scheduler, step_impl = run.model, run.optimizer, run.scheduler, run.step_impl
+    epoch_start, history, best = run.epoch_start, run.history, run.best
+    train_loader, val_loader, norm, loss_fn = run.train_loader, run.val_loader, run.norm, run.loss_fn
     net = model
     if world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
@@ -252,14 +334,16 @@ def _save(config, model, optimizer, scheduler, epoch, history, best, save_dir, i
         "fastliif": {"history": history, "best": best, "config": config},
         **extra,
     }
-    # Write then rename so an interrupted save never leaves a truncated epoch-last.pth.
-    tmp = os.path.join(save_dir, ".epoch-last.pth.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, os.path.join(save_dir, "epoch-last.pth"))
-    if is_best:
-        torch.save(blob, os.path.join(save_dir, "epoch-best.pth"))
+    # Serialise once; each file is then written atomically (temporary file, fsync, rename), so an
+    # interruption or a full disk leaves every previous checkpoint whole.
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    data = buf.getbuffer()
+    names = ["epoch-last.pth"] + (["epoch-best.pth"] if is_best else [])
     if config.get("epoch_save") and epoch % int(config["epoch_save"]) == 0:
-        torch.save(blob, os.path.join(save_dir, f"epoch-{epoch}.pth"))
-    with open(os.path.join(save_dir, "history.json"), "w") as f:
-        json.dump(history, f, indent=1)
+        names.append(f"epoch-{epoch}.pth")
+    for name in names:
+        with atomic.atomic_write(os.path.join(save_dir, name)) as f:
+            f.write(data)
+    atomic.write_json(os.path.join(save_dir, "history.json"), history)
     save_history_plot(history, os.path.join(save_dir, "history.png"))

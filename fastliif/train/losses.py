@@ -37,16 +37,13 @@ class MultistageLoss(nn.Module):
         return sum(w * self.base(p, target) for w, p in zip(weights, preds))
 
 
+LOSSES = {"l1": nn.L1Loss, "l2": nn.MSELoss, "charbonnier": CharbonnierLoss, "multistage": MultistageLoss}
+
+
 def make_loss(spec):
     """``{'name': 'l1'|'l2'|'charbonnier'|'multistage', 'args': {...}}`` (or a name)."""
     spec = {"name": spec, "args": {}} if isinstance(spec, str) else dict(spec or {"name": "l1"})
     name, args = spec.get("name", "l1"), dict(spec.get("args") or {})
-    if name == "l1":
-        return nn.L1Loss(**args)
-    if name == "l2":
-        return nn.MSELoss(**args)
-    if name == "charbonnier":
-        return CharbonnierLoss(**args)
-    if name == "multistage":
-        return MultistageLoss(**args)
-    raise ValueError(f"unknown loss {name!r}; choose l1, l2, charbonnier or multistage")
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    return LOSSES[name](**args)
