@@ -1,22 +1,25 @@
 """Triton backend of liif_query vs the reference: on a GPU, or on CPU through the interpreter.
 
 Without CUDA, tests/conftest.py sets TRITON_INTERPRET=1 and the kernels run on CPU tensors
-(fp32 only, small shapes). GPU-only tests (reduced precision) skip without CUDA.
+(fp32 only, small shapes). On a GPU every tensor is a CUDA tensor (DEV, liif_helpers.triton_device).
+GPU-only tests (reduced precision, real sizes) skip without a GPU or under the interpreter.
 """
 import pytest
 import torch
 
 from fastliif.ops import availability, dot_precision, liif_query
 from fastliif.reference import make_cell, make_coord, query_rgb_reference
-from liif_helpers import (FLAGS, assert_close_rel, assert_grad_close, make_mlp, params, random_queries,
-                          run_both)
+from liif_helpers import (FLAGS, GPU_REASON, assert_close_rel, assert_grad_close, make_mlp, on_real_gpu, params,
+                          random_queries, run_both, triton_device)
 
 pytest.importorskip("triton")
-if not availability()["triton"][0]:
-    pytest.skip(f"triton backend unavailable: {availability()['triton'][1]}", allow_module_level=True)
+DEV, WHY = triton_device()
+if DEV is None:
+    pytest.skip(WHY, allow_module_level=True)
 
-DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+import fastliif.kernels.liif_query as klq  # noqa: E402  (after the skip: needs triton)
+
+gpu = pytest.mark.skipif(not on_real_gpu(), reason=GPU_REASON)
 
 
 def to_dev(*tensors):
@@ -202,10 +205,9 @@ def test_nan_in_features_propagates_as_the_reference():
     torch.manual_seed(21)
     feat = torch.randn(1, 4, 5, 5)
     feat[0, 1, 2, 2] = float("nan")
-    weights = [torch.randn(16, 4 * 9 + 4), torch.randn(16, 16), torch.randn(3, 16)]
-    biases = [torch.randn(16), torch.randn(16), torch.randn(3)]
-    coord = torch.rand(1, 60, 2) * 2 - 1
-    cell = torch.full((1, 60, 2), 0.2)
+    weights = to_dev(torch.randn(16, 4 * 9 + 4), torch.randn(16, 16), torch.randn(3, 16))
+    biases = to_dev(torch.randn(16), torch.randn(16), torch.randn(3))
+    feat, coord, cell = to_dev(feat, torch.rand(1, 60, 2) * 2 - 1, torch.full((1, 60, 2), 0.2))
     want = liif_query(feat, coord, cell, weights, biases, backend="torch")
     got = liif_query(feat, coord, cell, weights, biases, backend="triton")
     assert torch.isnan(want).any() and torch.equal(torch.isnan(got), torch.isnan(want))

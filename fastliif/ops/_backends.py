@@ -38,15 +38,19 @@ def _cpu_status(op):
     return True, "compiled extension fastliif._C loaded"
 
 
+@torch.compiler.assume_constant_result  # torch.compile cannot trace the dispatcher query; it is fixed per process
+def _has_cuda_kernel(op):
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"fastliif::{op}", "CUDA")
+    except RuntimeError:  # the op itself is not in this build of the extension
+        return False
+
+
 def _cuda_status(op):
     """The C++/CUDA kernels are there when the extension registered a CUDA kernel for the op."""
     if not _ext.HAS_EXT:
         return False, f"extension not built ({_ext.EXT_ERROR})"
-    try:
-        registered = torch._C._dispatch_has_kernel_for_dispatch_key(f"fastliif::{op}", "CUDA")
-    except RuntimeError:  # the op itself is not in this build of the extension
-        registered = False
-    if not registered:
+    if not _has_cuda_kernel(op):
         return False, "the extension was built without CUDA kernels (needs a CUDA torch and nvcc at build time)"
     if not torch.cuda.is_available():
         return False, "CUDA kernels built, but no CUDA device"
@@ -137,7 +141,7 @@ def choose(backend, device, dtype, op="liif_query", rejects=None):
         misfit = _misfit(backend, device, dtype)
         if misfit:
             raise misfit[0](misfit[1] + via)
-        return backend, f"asked for{via}"
+        return backend, f"set by {ENV_VAR}" if forced else "asked for by name"
     skipped = []
     for name in _candidates(device):
         if name == "torch":
