@@ -40,13 +40,14 @@ def resources(cubin):
     return {k: int(fields[k]) for k in ("REG", "STACK") if k in fields}
 
 
-def compile_one(jit_fn, arch, bq, warps, dot, chunks, hidden=256, corners=4, cell=True):
+def compile_one(jit_fn, arch, bq, warps, dot, chunks, hidden=256, corners=4, cell=True, wide=()):
+    """``wide``: scalars typed int64, as Triton types a Python int >= 2^31 (N past 2^31 queries)."""
     names = jit_fn.arg_names
     bn, bk = chunks
     constexprs = dict(H=hidden, NC=corners, CELL=cell, NREL=4 if cell else 2, BN=bn, BK=bk,
                       OUT_PAD=16, DOT=dot, BQ=bq)
-    signature = {n: "constexpr" if n in constexprs else "i32" if n in SCALARS else "*i64" if n == "ROWS" else "*fp32"
-                 for n in names}
+    signature = {n: "constexpr" if n in constexprs else "i64" if n in wide else "i32" if n in SCALARS
+                 else "*i64" if n == "ROWS" else "*fp32" for n in names}
     src = ASTSource(fn=jit_fn, signature=signature,
                     constexprs={(names.index(k),): v for k, v in constexprs.items()})
     t0 = time.time()
@@ -79,6 +80,12 @@ def main(argv=None):
                 except Exception as exc:  # report every failing configuration
                     failures += 1
                     print(f"{name:18s} BQ={bq:<3d} warps={warps} {dot:5s} FAILED: {str(exc)[-400:]}")
+        try:  # more than 2^31 queries: N (and the scratch stride) arrive as int64
+            r = compile_one(jit_fn, args.arch, 32, 4, "ieee", chunks, wide=("N", "SCRATCH_STRIDE"))
+            print(f"{name:18s} BQ=32  warps=4 ieee  N:int64 regs {r.get('REG')} spill {r.get('STACK')} B")
+        except Exception as exc:
+            failures += 1
+            print(f"{name:18s} BQ=32  warps=4 ieee  N:int64 FAILED: {str(exc)[-400:]}")
         if spills:
             summary.append(f"spills {name}: max {max(spills)} B, {sum(x > 0 for x in spills)} of {len(spills)} "
                            f"configurations spill (BN, BK = {chunks}, triton {triton.__version__}, sm_{args.arch})")
