@@ -562,3 +562,20 @@ def test_env_shows_the_auto_choice(monkeypatch):
                for line in text.splitlines())
     monkeypatch.setenv("FASTLIIF_BACKEND", "torch")
     assert "-> torch   (set by FASTLIIF_BACKEND)" in report()
+
+
+def test_dot_precision_reads_the_new_matmul_flag():
+    """PyTorch 2.9+: after torch.backends.cuda.matmul.fp32_precision = "tf32" the legacy getters
+    raise; dot_precision reads the per-backend flag and follows it."""
+    from fastliif.ops import dot_precision
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has no per-backend fp32_precision flag")
+    cpu, old = torch.device("cpu"), matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        assert dot_precision(torch.float32, cpu) == "tf32"
+        matmul.fp32_precision = "ieee"
+        assert dot_precision(torch.float32, cpu) == "ieee"
+    finally:
+        matmul.fp32_precision = old

@@ -140,9 +140,17 @@ def dot_precision(dtype, device, precision=None):
         return "bf16" if dtype == torch.bfloat16 else "fp16"
     if device.type == "cuda" and torch.is_autocast_enabled("cuda"):
         return "bf16" if torch.get_autocast_dtype("cuda") == torch.bfloat16 else "fp16"
-    if torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    return "tf32" if _matmul_allows_tf32() else "ieee"
+
+
+def _matmul_allows_tf32():
+    """PyTorch's fp32 matmul switch. The per-backend flag (2.9+) reflects the legacy settings too
+    (set_float32_matmul_precision, allow_tf32), while reading the legacy ones raises once the new
+    API was used; older PyTorch has only the legacy ones."""
+    new = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if new is not None:
+        return new not in ("ieee", "none")
+    return torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32
 
 
 def _query_triton(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, precision):
