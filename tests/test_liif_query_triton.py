@@ -362,3 +362,20 @@ def test_gradient_atomics_are_relaxed_and_offsets_int64():
     assert atomics >= 10 and src.count('sem="relaxed")') == atomics
     assert "pid * SCRATCH_STRIDE" not in src and src.count("pid.to(tl.int64) * SCRATCH_STRIDE") == 2
     assert "t * N" not in src and "tl.cast(t, tl.int64) * N" in src
+
+
+def test_launchers_run_under_the_tensors_device_guard(monkeypatch, triton_dev):
+    """Both LIIF launches enter device_guard(tensor's device), as the dynamic_conv ones do: tensors
+    on cuda:1 launch on cuda:1 whatever the current device."""
+    import contextlib
+
+    from fastliif.kernels._common import device_guard
+    guarded = []
+    monkeypatch.setattr(klq, "device_guard", lambda d: guarded.append(d) or contextlib.nullcontext())
+    weights, biases = params(make_mlp(2, [16, 16], (True, True, True)).to(triton_dev))
+    feat = torch.randn(1, 2, 3, 3, device=triton_dev, requires_grad=True)
+    coord, cell = to_dev(*random_queries(1, 20, torch.float32, h=3))
+    liif_query(feat, coord, cell, weights, biases, backend="triton").sum().backward()
+    assert guarded == [feat.device, feat.device]
+    assert isinstance(device_guard(torch.device("cuda", 1)), torch.cuda.device)
+    assert isinstance(device_guard(torch.device("cpu")), contextlib.nullcontext)
