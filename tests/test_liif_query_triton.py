@@ -7,7 +7,7 @@ GPU-only tests (reduced precision, real sizes) skip without a GPU or under the i
 import pytest
 import torch
 
-from fastliif.ops import availability, dot_precision, liif_query
+from fastliif.ops import dot_precision, liif_query
 from fastliif.reference import make_cell, make_coord, query_rgb_reference
 from liif_helpers import (FLAGS, GPU_REASON, assert_close_rel, assert_grad_close, make_mlp, on_real_gpu, params,
                           random_queries, run_both, triton_device)
@@ -340,7 +340,8 @@ def test_projection_runs_with_the_tf32_switch_of_the_precision(monkeypatch, trit
     lq = importlib.import_module("fastliif.ops.liif_query")
     seen = []
     real = torch.nn.functional.conv2d
-    monkeypatch.setattr(torch.nn.functional, "conv2d", lambda *a, **k: seen.append(lq.conv_allows_tf32()) or real(*a, **k))
+    monkeypatch.setattr(torch.nn.functional, "conv2d",
+                        lambda *a, **k: seen.append(lq.conv_allows_tf32()) or real(*a, **k))
     old = lq._conv_tf32_state()
     lq._set_conv_tf32_state(not want)
     try:
