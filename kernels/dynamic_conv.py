@@ -29,17 +29,13 @@ Offsets are int64 wherever a product with N, C or the k*k*s*s kernel channels ca
 Runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1 (fp32, small shapes) for testing.
 Inputs are validated by fastliif.ops.dynamic_conv; the host launchers only read shapes.
 """
-import contextlib
-import os
-
 import torch
 import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
-
-def interpreting():
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+from ._common import device_guard as _on
+from ._common import interpreting
 
 
 def _configs(block):
@@ -260,10 +256,6 @@ def _width_bucket(cols):
 def _empty(shape, like):
     """Every launcher output is allocated here (tests swap in a NaN fill to catch unwritten elements)."""
     return torch.empty(shape, device=like.device, dtype=like.dtype)
-
-
-def _on(device):
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def forward(image, kernel, kernel_size, scale, per_channel):

@@ -61,3 +61,26 @@ def assert_close_rel(a, b, tol, what=""):
     assert torch.isfinite(a).all(), f"{what}: non-finite values"
     err = rel_err(a, b)
     assert err <= tol, f"{what}: relative error {err:.3g} > {tol:.3g}"
+
+
+def triton_device():
+    """(device, why): where the triton backend runs in this session. CUDA tensors with compiled
+    kernels on a GPU; CPU tensors only under TRITON_INTERPRET=1 (tests/conftest.py sets it when
+    there is no GPU); None, with the reason, when the backend is unavailable."""
+    from fastliif.ops import availability
+    from fastliif.ops._backends import triton_interpreting
+    ok, reason = availability()["triton"]
+    if not ok:
+        return None, f"triton backend unavailable: {reason}"
+    if triton_interpreting():
+        return torch.device("cpu"), "Triton interpreter on CPU tensors"
+    return torch.device("cuda"), "compiled Triton kernels on CUDA"
+
+
+def on_real_gpu():
+    """A CUDA device and compiled kernels (not the interpreter): what the GPU-marked tests need."""
+    from fastliif.ops._backends import triton_interpreting
+    return torch.cuda.is_available() and not triton_interpreting()
+
+
+GPU_REASON = "needs a CUDA device and compiled Triton kernels (not TRITON_INTERPRET=1)"

@@ -160,3 +160,23 @@ def test_torch_backend_hand_written_backward_gradcheck_and_double_backward(mode)
     fn = lambda i, k: dynamic_conv(i, k, kernel_size=3, scale=2, mode=mode, backend="torch")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (image, kernel))
     assert torch.autograd.gradgradcheck(fn, (image, kernel))
+
+
+def test_fastliif_backend_replaces_auto(monkeypatch):
+    """FASTLIIF_BACKEND=torch makes backend="auto" run the torch backend; a named backend wins."""
+    import importlib
+    mod = importlib.import_module("fastliif.ops.dynamic_conv")
+    ran = []
+    real = mod.dynamic_conv_torch
+    monkeypatch.setattr(mod, "dynamic_conv_torch", lambda *a: ran.append("torch") or real(*a))
+    image, kernel = inputs(1, 2, 3, 4, 3, 2, "shared", grad=False)
+    monkeypatch.setenv("FASTLIIF_BACKEND", "torch")
+    out = dynamic_conv(image, kernel, kernel_size=3, scale=2)
+    assert ran == ["torch"]
+    assert_close_rel(out, dynamic_conv_reference(image, kernel, 3, 2, "shared"), 2e-6, "torch via env")
+    if HAS_OP:
+        dynamic_conv(image, kernel, kernel_size=3, scale=2, backend="cpu")
+        assert ran == ["torch"]
+    monkeypatch.setenv("FASTLIIF_BACKEND", "triton-ish")
+    with pytest.raises(ValueError, match="FASTLIIF_BACKEND must be one of"):
+        dynamic_conv(image, kernel, kernel_size=3, scale=2)

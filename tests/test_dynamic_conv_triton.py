@@ -2,26 +2,27 @@
 
 Without CUDA, tests/conftest.py sets TRITON_INTERPRET=1 and the kernels run on CPU tensors (fp32,
 small shapes: the interpreter's time grows with rows x taps). Every output the launchers allocate
-is pre-filled with NaN, so an element a kernel fails to write cannot pass. GPU-only tests (reduced
-precision, many channels, int64 offsets) skip without CUDA.
+is pre-filled with NaN, so an element a kernel fails to write cannot pass. On a GPU every tensor is a
+CUDA tensor (DEV, liif_helpers.triton_device). GPU-only tests (reduced precision, many channels,
+int64 offsets) skip without a GPU or under the interpreter.
 """
 import math
 
 import pytest
 import torch
 
-from fastliif.ops import availability, dynamic_conv
+from fastliif.ops import dynamic_conv
 from fastliif.reference.dynamic_conv import dynamic_conv_reference
+from liif_helpers import GPU_REASON, on_real_gpu, triton_device
 
 pytest.importorskip("triton")
-if not availability()["triton"][0]:
-    pytest.skip(f"triton backend unavailable: {availability()['triton'][1]}", allow_module_level=True)
+DEV, WHY = triton_device()
+if DEV is None:
+    pytest.skip(WHY, allow_module_level=True)
 
 import fastliif.kernels.dynamic_conv as kdc  # noqa: E402  (after the skip: needs triton)
 
-DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-CUDA = torch.cuda.is_available()
-gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+gpu = pytest.mark.skipif(not on_real_gpu(), reason=GPU_REASON)
 MODES = ("shared", "per_channel")
 TOL = 1e-5  # fp32 vs an fp64 reference, relative to the largest reference value
 

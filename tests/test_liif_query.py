@@ -250,7 +250,8 @@ def test_unknown_or_unavailable_backend():
     feat, coord, cell, weights, biases = _valid()
     with pytest.raises(ValueError, match="backend must be one of"):
         liif_query(feat, coord, cell, weights, biases, backend="fastest")
-    with pytest.raises(RuntimeError, match="not available"):
+    # CPU tensors: "not available" here; on a GPU with the CUDA kernels built, "needs CUDA tensors"
+    with pytest.raises((RuntimeError, ValueError), match="not available|needs CUDA tensors"):
         liif_query(feat, coord, cell, weights, biases, backend="cuda")
 
 
@@ -412,3 +413,169 @@ def test_nan_in_features_propagates_as_the_reference(backend):
     got = liif_query(feat, coord, cell, weights, biases, backend=backend)
     assert torch.isnan(want).any() and not torch.isnan(want).all()
     assert torch.equal(torch.isnan(got), torch.isnan(want))
+
+
+# ---------------------------------------------------------------- precision, projection, auto rule
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bogus_precision_is_refused_on_every_backend(backend):
+    feat, coord, cell, weights, biases = _valid()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        liif_query(feat, coord, cell, weights, biases, backend=backend, precision="bogus")
+    out = liif_query(feat, coord, cell, weights, biases, backend=backend, precision="ieee")  # valid: accepted
+    assert out.shape == (*coord.shape[:2], 3)
+
+
+@pytest.fixture
+def conv_tf32_spy(monkeypatch):
+    """Records cuDNN's TF32 switch as F.conv2d sees it, starting from the state given to start()."""
+    import importlib
+    lq = importlib.import_module("fastliif.ops.liif_query")  # the module (the package exports the function)
+    seen = []
+    real = torch.nn.functional.conv2d
+
+    def spy(*args, **kwargs):
+        seen.append(lq.conv_allows_tf32())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "conv2d", spy)
+    old = lq._conv_tf32_state()
+    yield seen
+    lq._set_conv_tf32_state(old)
+
+
+@pytest.mark.parametrize("feat_unfold", [True, False])
+def test_projection_tf32_switch_follows_precision(conv_tf32_spy, feat_unfold):
+    """cuDNN allows TF32 by default, so the 'ieee' projection was TF32 on a GPU: the switch is
+    off for 'ieee', on for the reduced precisions, untouched for None, and restored after."""
+    from fastliif.ops.liif_query import _set_conv_tf32_state, conv_allows_tf32, project_features
+    torch.manual_seed(5)
+    C, n1 = 3, 16
+    feat = torch.randn(2, C, 4, 5)
+    w = torch.randn(n1, C * (9 if feat_unfold else 1))
+    ref = F_unfold_project(feat, w, feat_unfold)
+    assert ref.shape == (2, 4, 5, n1)
+    for start in (True, False):
+        for precision, want in (("ieee", False), ("tf32", True), ("bf16", True), (None, start)):
+            _set_conv_tf32_state(start)
+            conv_tf32_spy.clear()
+            out = project_features(feat, w, feat_unfold, precision)
+            assert conv_tf32_spy == [want], (start, precision)
+            assert conv_allows_tf32() == start  # restored
+            assert_close_rel(out, ref, 2e-6, f"projection {precision}")
+
+
+def F_unfold_project(feat, w, feat_unfold):
+    """The projection the slow way: unfold (or not) and multiply, float64."""
+    B, C, h, w_ = feat.shape
+    f = feat.double()
+    cols = torch.nn.functional.unfold(f, 3, padding=1).view(B, C * 9, h, w_) if feat_unfold else f
+    return torch.einsum("bkyx,nk->byxn", cols, w.double()).float()
+
+
+def test_auto_rule_and_fastliif_backend_override(monkeypatch):
+    from fastliif.ops._backends import choose
+    cpu = torch.device("cpu")
+    expected = "cpu" if _ext.HAS_EXT else "torch"
+    assert choose("auto", cpu, torch.float32)[0] == expected
+    assert choose("auto", cpu, torch.float64)[0] == expected
+    assert choose("auto", cpu, torch.bfloat16)[0] == "torch"
+    monkeypatch.setenv("FASTLIIF_BACKEND", "torch")
+    assert choose("auto", cpu, torch.float32) == ("torch", "set by FASTLIIF_BACKEND")
+    if _ext.HAS_EXT:
+        assert choose("cpu", cpu, torch.float32) == ("cpu", "asked for by name")  # a name beats the variable
+    feat, coord, cell, weights, biases = _valid()
+    assert liif_query(feat, coord, cell, weights, biases).shape == (*coord.shape[:2], 3)
+    monkeypatch.setenv("FASTLIIF_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="'cuda' \\(from FASTLIIF_BACKEND\\) is not available"):
+        liif_query(feat, coord, cell, weights, biases)
+    monkeypatch.setenv("FASTLIIF_BACKEND", "fastest")
+    with pytest.raises(ValueError, match="FASTLIIF_BACKEND must be one of"):
+        liif_query(feat, coord, cell, weights, biases)
+
+
+def test_auto_on_cuda_order_and_fallbacks(monkeypatch):
+    """On CUDA: triton, then cuda, then torch; a decoder the Triton kernel rejects, or a gradient
+    under deterministic mode, moves on with the reason. Checked on any machine by faking the
+    availability of both GPU backends (no tensor is created on the device)."""
+    from fastliif.ops import _backends
+    from fastliif.ops.liif_query import _rejects
+    pytest.importorskip("triton")
+    cuda = torch.device("cuda")
+    status = {"triton": (True, "fake"), "cuda": (True, "fake")}
+    monkeypatch.setattr(_backends, "_triton_status", lambda: status["triton"])
+    monkeypatch.setattr(_backends, "_cuda_status", lambda op: status["cuda"])
+    liif = [torch.empty(32, 40), torch.empty(32, 32), torch.empty(3, 32)]
+    assert _backends.choose("auto", cuda, torch.float32, rejects=_rejects(liif, True)) == ("triton", "first choice")
+    assert _backends.choose("auto", cuda, torch.float64)[0] == "torch"  # no fused GPU backend takes fp64
+    for bad, why in (([torch.empty(24, 40), torch.empty(3, 24)], "power-of-two hidden width"),
+                     ([torch.empty(32, 40), torch.empty(16, 32), torch.empty(3, 16)], "one width"),
+                     ([torch.empty(3, 40)], "at least one hidden layer"),
+                     ([torch.empty(32, 40), torch.empty(17, 32)], "out_dim <= 16")):
+        name, reason = _backends.choose("auto", cuda, torch.float32, rejects=_rejects(bad, False))
+        assert name == "cuda" and why in reason, (name, reason)
+    status["cuda"] = (False, "not built")
+    name, reason = _backends.choose("auto", cuda, torch.float32, rejects=_rejects([torch.empty(3, 40)], False))
+    assert name == "torch" and "at least one hidden layer" in reason and "cuda: not built" in reason
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        name, reason = _backends.choose("auto", cuda, torch.float32, rejects=_rejects(liif, True))
+        assert name == "torch" and "not deterministic" in reason
+        assert _backends.choose("auto", cuda, torch.float32, rejects=_rejects(liif, False))[0] == "triton"
+    finally:
+        torch.use_deterministic_algorithms(old)
+    status["triton"] = (False, "no triton")
+    status["cuda"] = (True, "fake")
+    assert _backends.choose("auto", cuda, torch.float32, rejects=_rejects(liif, True))[0] == "cuda"
+
+
+def test_cuda_probe_asks_the_dispatcher_for_each_op(monkeypatch):
+    from fastliif.ops import _backends, availability
+    if not _ext.HAS_EXT:
+        assert availability()["cuda"] == (False, f"extension not built ({_ext.EXT_ERROR})")
+        return
+    registered = torch._C._dispatch_has_kernel_for_dispatch_key("fastliif::liif_query_core", "CUDA")
+    assert availability()["cuda"][0] == (registered and torch.cuda.is_available())
+    asked = []
+
+    def has_kernel(op, key):
+        asked.append((op, key))
+        return True
+
+    monkeypatch.setattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", has_kernel)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert availability("liif_query")["cuda"][0] and availability("dynamic_conv")["cuda"][0]
+    assert asked == [("fastliif::liif_query_core", "CUDA"), ("fastliif::dynamic_conv", "CUDA")]
+    monkeypatch.setattr(torch._C, "_dispatch_has_kernel_for_dispatch_key", lambda op, key: False)
+    ok, reason = _backends.availability()["cuda"]
+    assert not ok and "without CUDA kernels" in reason
+
+
+def test_env_shows_the_auto_choice(monkeypatch):
+    from fastliif.env import report
+    text = report()
+    expected = "cpu" if _ext.HAS_EXT else "torch"
+    assert "backends (dynamic_conv):" in text and "auto choice (FASTLIIF_BACKEND=auto" in text
+    assert any(line.strip().startswith("liif_query cpu float32") and f"-> {expected}" in line
+               for line in text.splitlines())
+    monkeypatch.setenv("FASTLIIF_BACKEND", "torch")
+    assert "-> torch   (set by FASTLIIF_BACKEND)" in report()
+
+
+def test_dot_precision_reads_the_new_matmul_flag():
+    """PyTorch 2.9+: after torch.backends.cuda.matmul.fp32_precision = "tf32" the legacy getters
+    raise; dot_precision reads the per-backend flag and follows it."""
+    from fastliif.ops import dot_precision
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip(f"torch {torch.__version__} has no per-backend fp32_precision flag")
+    cpu, old = torch.device("cpu"), matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        assert dot_precision(torch.float32, cpu) == "tf32"
+        matmul.fp32_precision = "ieee"
+        assert dot_precision(torch.float32, cpu) == "ieee"
+    finally:
+        matmul.fp32_precision = old

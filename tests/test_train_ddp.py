@@ -1,4 +1,8 @@
-"""DistributedDataParallel on CPU: two gloo processes launched by torchrun."""
+"""DistributedDataParallel on CPU: two gloo processes launched by torchrun.
+
+The ranks are kept off any GPU (CUDA_VISIBLE_DEVICES=""): on a one-GPU machine the trainer would
+otherwise put both ranks on CUDA and ask for cuda:1. A GPU/NCCL variant needs two GPUs.
+"""
 import os
 import subprocess
 import sys
@@ -9,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _torchrun(*args, cwd):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")  # gloo on CPU on any machine
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 

@@ -1,10 +1,15 @@
 """fastliif.ops.liif_query: the fused LIIF query (DESIGN.md sections 3 and 4)."""
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
 from . import _library  # noqa: F401  (fake kernels + autograd for torch.ops.fastliif)
-from ._backends import resolve
+from ._backends import choose, resolve
 from ._liif_torch import liif_query_torch
+
+PRECISIONS = ("ieee", "tf32", "bf16", "fp16")
+FUSED_GPU = ("triton", "cuda")  # backends whose multiplies follow ``precision`` (dot_precision)
 
 
 def _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode, mixed_ok=False):
@@ -60,19 +65,65 @@ def _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode, mixed_o
     return weights, biases
 
 
-def project_features(feat, w_feat, feat_unfold):
+def _conv_tf32_state():
+    """cuDNN's TF32 switch for convolutions: the per-operator flag where PyTorch has it (2.9+;
+    reading the legacy one raises once the new API was used), else the legacy one."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        return conv.fp32_precision
+    return torch.backends.cudnn.allow_tf32
+
+
+def _set_conv_tf32_state(state):
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):
+        conv.fp32_precision = state if isinstance(state, str) else ("tf32" if state else "ieee")
+    else:
+        torch.backends.cudnn.allow_tf32 = state if isinstance(state, bool) else state == "tf32"
+
+
+def conv_allows_tf32():
+    """Whether the next cuDNN convolution may use TF32 (for tests and diagnostics)."""
+    state = _conv_tf32_state()
+    return state == "tf32" if isinstance(state, str) else bool(state)
+
+
+@contextlib.contextmanager
+def conv_precision(precision):
+    """cuDNN TF32 on for the reduced precisions, off for "ieee", restored afterwards; a no-op for
+    None (the caller's settings stand). cuDNN allows TF32 by default, which made the "ieee"
+    projection TF32 on a GPU (~5e-5 relative error instead of ~3e-7)."""
+    if precision is None:
+        yield
+        return
+    old = _conv_tf32_state()
+    _set_conv_tf32_state(precision != "ieee")
+    try:
+        yield
+    finally:
+        _set_conv_tf32_state(old)
+
+
+def project_features(feat, w_feat, feat_unfold, precision=None):
     """First layer's feature columns applied at every feature cell: (B, h, w, N1).
 
     unfold(3x3) followed by those columns is exactly a 3x3 convolution with the columns
-    reshaped to (N1, C, 3, 3); without unfolding it is a 1x1 projection.
+    reshaped to (N1, C, 3, 3); without unfolding it is a 1x1 convolution (a convolution, not
+    a matmul, so that one switch, cuDNN's TF32 flag, governs both). ``precision`` (see
+    conv_precision) sets that switch for the call.
     """
     n1 = w_feat.shape[0]
     C = feat.shape[1]
-    if feat_unfold:
-        kernel = w_feat.reshape(n1, C, 3, 3)
-        proj = F.conv2d(feat.contiguous(memory_format=torch.channels_last), kernel, padding=1)
-        return proj.permute(0, 2, 3, 1)
-    return torch.matmul(feat.permute(0, 2, 3, 1), w_feat.t())
+    k = 3 if feat_unfold else 1
+    kernel = w_feat.reshape(n1, C, k, k)
+    with conv_precision(precision):
+        proj = F.conv2d(feat.contiguous(memory_format=torch.channels_last), kernel, padding=k // 2)
+    return proj.permute(0, 2, 3, 1)
+
+
+def check_precision(precision):
+    if precision is not None and precision not in PRECISIONS:
+        raise ValueError(f"liif_query: precision must be one of {PRECISIONS} or None, got {precision!r}")
 
 
 def dot_precision(dtype, device, precision=None):
@@ -82,18 +133,24 @@ def dot_precision(dtype, device, precision=None):
     torch.backends.cuda.matmul.allow_tf32; bf16/fp16 operands (fp32 accumulation) under
     autocast or for bf16/fp16 inputs.
     """
-    choices = ("ieee", "tf32", "bf16", "fp16")
     if precision is not None:
-        if precision not in choices:
-            raise ValueError(f"liif_query: precision must be one of {choices}, got {precision!r}")
+        check_precision(precision)
         return precision
     if dtype in (torch.bfloat16, torch.float16):
         return "bf16" if dtype == torch.bfloat16 else "fp16"
     if device.type == "cuda" and torch.is_autocast_enabled("cuda"):
         return "bf16" if torch.get_autocast_dtype("cuda") == torch.bfloat16 else "fp16"
-    if torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    return "tf32" if _matmul_allows_tf32() else "ieee"
+
+
+def _matmul_allows_tf32():
+    """PyTorch's fp32 matmul switch. The per-backend flag (2.9+) reflects the legacy settings too
+    (set_float32_matmul_precision, allow_tf32), while reading the legacy ones raises once the new
+    API was used; older PyTorch has only the legacy ones."""
+    new = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if new is not None:
+        return new not in ("ieee", "none")
+    return torch.get_float32_matmul_precision() != "highest" or torch.backends.cuda.matmul.allow_tf32
 
 
 def _query_triton(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, precision):
@@ -113,6 +170,31 @@ def _query_triton(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble,
     return out.view(B, Q, out.shape[-1])
 
 
+def _rejects(weights, needs_grad):
+    """rejects(name) for backends.choose: why a fused backend cannot run this decoder (or None)."""
+    def rejects(name):
+        if name != "triton":
+            return None
+        from ..kernels.liif_query import check_supported  # only asked when triton is available
+        try:
+            check_supported(weights[0].shape[0], weights[1:])
+        except ValueError as exc:
+            return str(exc)
+        if needs_grad and torch.are_deterministic_algorithms_enabled():
+            return "its backward adds gradients with atomics (not deterministic)"
+        return None
+    return rejects
+
+
+def choose_backend(feat, weights, backend="auto", needs_grad=None, dtype=None):
+    """(name, reason): the backend liif_query will run for these features and decoder weights
+    (the rule: fastliif.ops._backends). ``needs_grad`` defaults to whether a gradient is being
+    recorded; ``dtype`` to feat's (the autocast dtype under autocast)."""
+    if needs_grad is None:
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in [feat, *weights])
+    return choose(backend, feat.device, dtype or feat.dtype, rejects=_rejects(list(weights), needs_grad))
+
+
 def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_ensemble=True,
                cell_decode=True, backend="auto", precision=None):
     """Fused LIIF query: same numbers as the official ``LIIF.query_rgb``.
@@ -125,28 +207,35 @@ def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_en
         weights, biases: the decoder MLP's Linear parameters in PyTorch layout, first to
             last, ReLU between layers; weights[0] has C*9 (C without unfolding) + 2 (+ 2)
             input columns.
-        backend: "auto" | "torch" | "cpu" | "triton" (| "cuda" when available).
-        precision: triton backend only: "ieee" | "tf32" | "bf16" | "fp16"; default follows
-            PyTorch's matmul-precision and autocast settings (see dot_precision).
+        backend: "auto" | "torch" | "cpu" | "triton" | "cuda"; "auto" follows the rule in
+            fastliif.ops._backends (``choose_backend`` tells which one runs, and why).
+        precision: None | "ieee" | "tf32" | "bf16" | "fp16": the multiplies of the GPU
+            backends (triton, cuda), the 3x3 projection's cuDNN TF32 switch included; default
+            follows PyTorch's matmul-precision and autocast settings (see dot_precision).
+            The cpu and torch backends compute in the tensors' dtype and accept any valid value.
 
     Returns (B, Q, out_dim). Gradients flow to feat, weights and biases; coord and cell
-    receive none (documented: no LIIF training recipe needs them).
+    receive none (documented: no LIIF training recipe needs them). The triton backward adds
+    gradients with atomics, so they are not bit-identical run to run; under
+    ``torch.use_deterministic_algorithms(True)`` it refuses (auto picks another backend).
     """
-    amp = torch.is_autocast_enabled(feat.device.type)
+    check_precision(precision)
+    amp = torch.is_autocast_enabled(feat.device.type) if isinstance(feat, torch.Tensor) else False
     weights, biases = _check(feat, coord, cell, weights, biases, feat_unfold, cell_decode, mixed_ok=amp)
     if amp:  # autocast: reduced-precision operands, fp32 accumulation where the backend allows
         amp_dtype = torch.get_autocast_dtype(feat.device.type)
         with torch.autocast(feat.device.type, enabled=False):
             return _liif_query_amp(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode,
                                    backend, precision, amp_dtype)
-    return _liif_query(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode, backend,
+    name = choose_backend(feat, weights, backend)[0]
+    return _liif_query(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode, name,
                        precision)
 
 
 def _liif_query_amp(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode, backend,
                     precision, amp_dtype):
     """Triton keeps fp32 storage and multiplies amp_dtype operands; other backends run in amp_dtype."""
-    name = resolve(backend, feat.device, amp_dtype)
+    name = choose_backend(feat, weights, backend, dtype=amp_dtype)[0]
     if name == "triton":
         cast = lambda t: t.float()  # noqa: E731
         precision = precision or ("bf16" if amp_dtype == torch.bfloat16 else "fp16")
@@ -158,18 +247,19 @@ def _liif_query_amp(feat, coord, cell, weights, biases, feat_unfold, local_ensem
 
 
 def _liif_query(feat, coord, cell, weights, biases, feat_unfold, local_ensemble, cell_decode, backend, precision):
-    name = resolve(backend, feat.device, feat.dtype)
+    name = resolve(backend, feat.device, feat.dtype)  # already chosen: validates device and dtype
     C = feat.shape[1]
     n_feat = C * 9 if feat_unfold else C
     w1 = weights[0]
-    proj = project_features(feat, w1[:, :n_feat], feat_unfold)
+    precision = dot_precision(feat.dtype, feat.device, precision) if name in FUSED_GPU else None
+    proj = project_features(feat, w1[:, :n_feat], feat_unfold, precision)
     w_rel = w1[:, n_feat:]
     # coord and cell are treated as constants by every backend (no gradient, documented)
     coord = coord.detach()
     cell = cell.detach() if cell_decode else None
     if name == "triton":
         return _query_triton(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:], local_ensemble,
-                             dot_precision(feat.dtype, feat.device, precision))
+                             precision)
     if name == "cpu":
         return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
                                                   local_ensemble, cell_decode)
@@ -177,4 +267,4 @@ def _liif_query(feat, coord, cell, weights, biases, feat_unfold, local_ensemble,
                             local_ensemble, cell_decode)
 
 
-__all__ = ["liif_query", "project_features", "dot_precision"]
+__all__ = ["liif_query", "project_features", "dot_precision", "choose_backend", "conv_precision", "PRECISIONS"]
