@@ -165,7 +165,7 @@ def estimate_memory(model, in_hw, out_hw, channels):
     else:
         whole = h * w * f32 * feats
         per_query = (2 + 2 + 3) * f32 + f32 * (3 * (9 * feats + 4) + 3 * max(widths))
-    device = 3 * h * w * f32 + activations + whole + queries_per_call(model) * per_query
+    device = 3 * h * w * f32 + activations + whole + min(queries_per_call(model), H * W) * per_query
     host = H * W * (channels + (1 if channels == 1 else 4)) + h * w * f32 * (channels + 1)
     return host, device
 

@@ -16,7 +16,7 @@ from fastliif.cli import main
 from fastliif.nn import LIIF
 from fastliif.pretrained import load_pretrained
 from fastliif.reference import make_cell, make_coord
-from fastliif.upscale import (REFERENCE_CHUNK, UpscaleError, output_size, parse_size,
+from fastliif.upscale import (QUERY_CHUNK, REFERENCE_CHUNK, UpscaleError, output_size, parse_size,
                               rows_per_call, upscale_tensor)
 
 
@@ -145,8 +145,8 @@ def test_reference_backend_and_slices_match_fused(ckpt):
     assert one.shape == (3, 29, 23) and one.std() > 0.05
     assert (sliced - one).abs().max() < 1e-6
     assert (oracle - one).abs().max() < 1e-5
-    # one call by default, however large; row bands only when asked for
-    assert rows_per_call(fused, (2048, 1024)) == 2048
+    # row bands of at most QUERY_CHUNK queries (fused) or REFERENCE_CHUNK (reference), fewer rows with slices
+    assert rows_per_call(fused, (2048, 1024)) == QUERY_CHUNK // 1024
     assert rows_per_call(fused, (2048, 1024), slices=16) == 128
     with pytest.raises(UpscaleError, match="slices must be >= 1"):
         rows_per_call(fused, (10, 10), slices=0)
@@ -158,7 +158,7 @@ def test_reference_backend_cli(tmp_path, ckpt):
     src = random_image(tmp_path / "in.png", 9, 7)
     a, b = str(tmp_path / "ref.png"), str(tmp_path / "fused.png")
     assert main(["upscale", src, "-o", a, "--scale", "2", "--model", ckpt, "--backend", "reference"]) == 0
-    assert main(["upscale", src, "-o", b, "--scale", "2", "--model", ckpt, "--backend", "cpu"]) == 0
+    assert main(["upscale", src, "-o", b, "--scale", "2", "--model", ckpt, "--backend", "cpu", "--device", "cpu"]) == 0
     assert (read(a)[1].int() - read(b)[1].int()).abs().max() <= 1
 
 
@@ -206,7 +206,7 @@ def test_missing_and_garbage_inputs(tmp_path, ckpt, capsys):
     _fails(capsys, ["upscale", str(garbage), "-o", out, "--scale", "2", "--model", ckpt], "not a readable image")
     src = random_image(tmp_path / "in.png", 8, 8)
     _fails(capsys, ["upscale", src, "-o", str(tmp_path / "o.xyz"), "--scale", "2", "--model", ckpt],
-           "unknown image format")
+           "cannot write .xyz images")
     _fails(capsys, ["upscale", src, "-o", out, "--scale", "2", "--model", str(tmp_path / "no.pth")], "not found")
 
 
@@ -232,8 +232,8 @@ def test_bundled_model_missing_names_path_and_flag(tmp_path, capsys, monkeypatch
 
 def test_memory_estimate_grows_with_output(ckpt):
     model = load_pretrained(ckpt)
-    small = sum(fastliif.upscale.estimate_memory(model, (8, 8), (32, 32), 3, True, 32))
-    big = sum(fastliif.upscale.estimate_memory(model, (8, 8), (3200, 3200), 3, True, 3200))
+    small = sum(fastliif.upscale.estimate_memory(model, (8, 8), (32, 32), 3))
+    big = sum(fastliif.upscale.estimate_memory(model, (8, 8), (3200, 3200), 3))
     assert 0 < small < big and math.isfinite(big)
     assert fastliif.upscale.available_memory("cpu") > 0
 
@@ -252,16 +252,22 @@ def test_device_auto_picks_cuda_only_when_available():
         parse_device("tpu")
 
 
-def test_large_output_is_one_query_call_and_slices_match(tmp_path, ckpt, monkeypatch, capsys):
+def test_large_output_in_bounded_bands_and_slices_match(tmp_path, ckpt, monkeypatch, capsys):
     import fastliif.upscale as up
     calls = []
     real = up.make_cell
     monkeypatch.setattr(up, "make_cell", lambda coord, shape: calls.append(len(coord)) or real(coord, shape))
+    monkeypatch.setattr(up, "QUERY_CHUNK", 200_000)
     src = random_image(tmp_path / "in.png", 40, 36)
-    assert main(["upscale", str(src), "-o", str(tmp_path / "one.png"), "--size", "1080x1200"]) == 0
-    assert calls == [1080 * 1200]  # > PROGRESS_PIXELS, still a single query call
+    assert main(["upscale", str(src), "-o", str(tmp_path / "bands.png"), "--size", "1080x1200", "--model", ckpt]) == 0
+    # 1080 x 185 rows per call: 7 bands, none above the chunk, covering the output once
+    assert len(calls) == 7 and max(calls) <= 200_000 and sum(calls) == 1080 * 1200
     calls.clear()
-    assert main(["upscale", str(src), "-o", str(tmp_path / "bands.png"), "--size", "1080x1200", "--slices", "5"]) == 0
+    monkeypatch.setattr(up, "QUERY_CHUNK", 1 << 30)
+    assert main(["upscale", str(src), "-o", str(tmp_path / "one.png"), "--size", "1080x1200", "--model", ckpt]) == 0
+    assert calls == [1080 * 1200]
+    calls.clear()
+    assert main(["upscale", str(src), "-o", str(tmp_path / "sliced.png"), "--size", "1080x1200", "--model", ckpt, "--slices", "5"]) == 0
     assert len(calls) == 5 and sum(calls) == 1080 * 1200
-    one, bands = (np.asarray(Image.open(tmp_path / n)) for n in ("one.png", "bands.png"))
-    assert np.array_equal(one, bands)
+    one, bands, sliced = (np.asarray(Image.open(tmp_path / n)) for n in ("one.png", "bands.png", "sliced.png"))
+    assert one.std() > 5 and np.array_equal(one, bands) and np.array_equal(one, sliced)
