@@ -398,13 +398,15 @@ def upscale_tensor(model, x, out_hw, *, precision=None, slices=None, progress=Tr
         for (r0, r1), px in upscale_tiles(model, x, out_hw, precision=precision, slices=slices, tile=tile,
                                           timings=timings):
             out[:, r0:r1] = px
+            bar.set_description("LIIF query", refresh=False)
             bar.update((r1 - r0) * W)
     return out
 
 
 def _bar(pixels, progress):
-    return tqdm(total=pixels, unit="px", unit_scale=True, desc="LIIF", leave=False, file=sys.stderr,
-                disable=not (progress and pixels > PROGRESS_PIXELS))
+    # the first update comes after the whole encoder pass (minutes on a CPU for a large photo): say so
+    return tqdm(total=pixels, unit="px", unit_scale=True, desc="LIIF (encoding, then query)", leave=False,
+                file=sys.stderr, disable=not (progress and pixels > PROGRESS_PIXELS))
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -531,6 +533,7 @@ def upscale_file(input_path, output_path, *, scale=None, size=None, model=None, 
         for (r0, r1), px in upscale_tiles(model, x, out_hw, precision=precision, slices=slices, tile=tile,
                                           timings=result.seconds):
             out[r0:r1] = (px * 255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+            bar.set_description("LIIF query", refresh=False)
             bar.update((r1 - r0) * W)
     t0 = time.perf_counter()
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[out.shape[2]]
