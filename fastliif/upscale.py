@@ -10,15 +10,18 @@ The model sees exactly what the official LIIF demo feeds it: the image normalise
 cell ``(2/H, 2/W)``; the prediction is mapped back with ``* 0.5 + 0.5`` and clamped to [0, 1].
 Grayscale images run as RGB (the gray plane replicated) and are written back as gray
 (ITU-R 601 luma, as Pillow's ``convert('L')``); an alpha plane is upscaled with bicubic
-interpolation (``F.interpolate``, ``align_corners=False``) and kept.
+interpolation (``F.interpolate``'s, ``align_corners=False``, evaluated band by band through
+``grid_sample``) and kept.
 
-Any size: the output is computed tile by tile (fastliif.tiling). The encoder runs on LR tiles
-extended by its receptive field, so the features equal the whole image's to fp32 rounding, and
-each tile's queries (at most ``QUERY_CHUNK`` per call, or ``REFERENCE_CHUNK`` for the reference
-backend as the official ``batched_predict``) go straight into the 8-bit output image: memory
-holds that image, one tile's activations and one call's queries, whatever the size. Encoders
-whose receptive field cannot be bounded are run once on the whole image instead. ``slices=N``
-(CLI ``--slices N``) asks for at least N row bands (same pixels).
+Any size: the encoder runs on LR tiles extended by its receptive field (fastliif.tiling), so
+the features equal the whole image's to fp32 rounding; a fused LIIF keeps only its first
+layer's projection of them (N1 floats per LR pixel), any other model the features. The
+queries then run in row bands over the whole image's coordinates (at most ``QUERY_CHUNK`` per
+fused call, ``REFERENCE_CHUNK`` per reference call as the official ``batched_predict``) and go
+straight into the 8-bit output image. Memory: that image (and Pillow's copy while it is
+encoded), the projected map, one tile's activations and one call's queries. Encoders whose
+receptive field cannot be bounded run once on the whole image. ``slices=N`` (CLI
+``--slices N``) asks for at least N row bands (same pixels).
 """
 import contextlib
 import math
