@@ -12,11 +12,11 @@ import time
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .data.io import load_image, tensor_to_pil
+from .data.io import load_image, tensor_to_pil, write_image
 from .data.resize import resize
 from .metrics import psnr
 from .pretrained import load_pretrained, sample_image_path
-from .upscale import is_fused, parse_device, resolve_backend, upscale_tensor
+from .upscale import check_output_path, is_fused, parse_device, resolve_backend, upscale_tensor
 
 HEADER = 34  # pixels of label strip above the panels
 
@@ -54,11 +54,12 @@ def side_by_side(panels, labels):
 
 
 def run_demo(scale=4.0, out="fastliif-demo.png", model=None, backend="auto", device="cpu"):
-    """Writes the comparison PNG; returns a dict with the PSNRs, sizes, timing and resize method."""
+    """Writes the comparison image (any format of fastliif.data.io.OUTPUT_FORMATS); returns a dict with the PSNRs, sizes, timing and resize method."""
     scale = float(scale)
     if not math.isfinite(scale) or scale < 1:
         raise ValueError(f"--scale must be a finite number >= 1, got {scale:g}")
-    device = parse_device(device)
+    check_output_path(out)  # a format that cannot be written is refused before any work
+    device = parse_device(device, backend)
     name = resolve_backend(backend, device)
     bundled = model is None
     if model is None or isinstance(model, str):
@@ -80,5 +81,5 @@ def run_demo(scale=4.0, out="fastliif-demo.png", model=None, backend="auto", dev
     labels = [f"bicubic x{scale:g} (from {lr_hw[1]}x{lr_hw[0]})\nY-PSNR {res['psnr_bicubic']:.2f} dB",
               f"LIIF x{scale:g}\nY-PSNR {res['psnr_liif']:.2f} dB",
               f"original {W}x{H}" + ("\n(not in the training set)" if bundled else "")]
-    side_by_side([bicubic, sr, hr], labels).save(out)
+    write_image(side_by_side([bicubic, sr, hr], labels), out)  # atomic: an old file survives a failure
     return res

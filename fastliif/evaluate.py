@@ -17,6 +17,7 @@ import time
 import torch
 
 from . import metrics
+from .atomic import save_figure
 from .data.io import is_image_file, load_image, save_image
 from .data.resize import resize as resize_image
 from .reference.coord import make_cell, make_coord
@@ -225,8 +226,8 @@ def super_resolve(model, lr, out_size, data_norm=None):
     return out[0].clamp(0, 1)
 
 
-def load_model_for_eval(path, backend="auto"):
-    """A checkpoint's model ready for ``evaluate``. LIIF loads as the fused module with
+def load_model_for_eval(path=None, backend="auto"):
+    """A checkpoint's model (``path=None``: the bundled one) ready for ``evaluate``. LIIF loads as the fused module with
     ``backend``; ``backend='reference'`` gives the oracle ``fastliif.reference.liif.LIIF`` with
     the same weights. Other registered models load through ``fastliif.checkpoint.load_model``."""
     from . import checkpoint
@@ -234,6 +235,7 @@ def load_model_for_eval(path, backend="auto"):
     from .reference.liif import LIIF as ReferenceLIIF
     from .swap import unswap
 
+    path = _checkpoint_path(path)
     fused_backend = "auto" if backend == "reference" else backend
     loader = getattr(checkpoint, "load_model", None)
     model = (loader or checkpoint.load_checkpoint)(path, backend=fused_backend)
@@ -248,12 +250,24 @@ def load_model_for_eval(path, backend="auto"):
     return model.eval()
 
 
-def checkpoint_data_norm(path):
-    """The ``data_norm`` a fastliif-trained checkpoint was trained with (``{}``: none), or None
-    for checkpoints without fastliif's training config (official ones)."""
+def _checkpoint_path(path):
+    """``path``, or the bundled model's (PretrainedNotFoundError, naming --model, if missing)."""
+    if path is not None:
+        return path
+    from .pretrained import DEFAULT_CHECKPOINT, PretrainedNotFoundError
+
+    if not os.path.isfile(DEFAULT_CHECKPOINT):
+        raise PretrainedNotFoundError(f"the bundled model {DEFAULT_CHECKPOINT} is not in this installation; "
+                                      "pass a checkpoint with --model CKPT")
+    return DEFAULT_CHECKPOINT
+
+
+def checkpoint_data_norm(path=None):
+    """The ``data_norm`` a fastliif-trained checkpoint (``path=None``: the bundled one) was trained
+    with (``{}``: none), or None for checkpoints without fastliif's training config (official ones)."""
     from .checkpoint import read_checkpoint
 
-    saved = read_checkpoint(path)
+    saved = read_checkpoint(_checkpoint_path(path))
     config = (saved.get("fastliif") or {}).get("config") if isinstance(saved, dict) else None
     if not isinstance(config, dict):
         return None
@@ -397,5 +411,7 @@ def plot_result(result, path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)

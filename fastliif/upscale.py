@@ -10,16 +10,18 @@ The model sees exactly what the official LIIF demo feeds it: the image normalise
 cell ``(2/H, 2/W)``; the prediction is mapped back with ``* 0.5 + 0.5`` and clamped to [0, 1].
 Grayscale images run as RGB (the gray plane replicated) and are written back as gray
 (ITU-R 601 luma, as Pillow's ``convert('L')``); an alpha plane is upscaled with bicubic
-interpolation (``F.interpolate``, ``align_corners=False``) and kept.
+interpolation (``F.interpolate``'s, ``align_corners=False``, evaluated band by band through
+``grid_sample``) and kept.
 
-The whole output is one query call (no batched_predict: the fused op's working memory does
-not grow with the number of queries). A call into the fused kernel cannot report progress from
-inside, so on outputs above ``PROGRESS_PIXELS`` the bar advances by phase (encode, query) and
-shows the elapsed time; ``slices=N`` (CLI ``--slices N``) queries N row bands instead, for a
-bar that moves within the query. Slicing gives the same pixels bit for bit and needs no more
-memory: the encoder still runs once and every query is independent. The reference backend,
-whose memory does grow with the queries (~7 KB each), is queried in chunks of
-``REFERENCE_CHUNK`` as the official ``batched_predict``.
+Any size: the encoder runs on LR tiles extended by its receptive field (fastliif.tiling), so
+the features equal the whole image's to fp32 rounding; a fused LIIF keeps only its first
+layer's projection of them (N1 floats per LR pixel), any other model the features. The
+queries then run in row bands over the whole image's coordinates (at most ``QUERY_CHUNK`` per
+fused call, ``REFERENCE_CHUNK`` per reference call as the official ``batched_predict``) and go
+straight into the 8-bit output image. Memory: that image (and Pillow's copy while it is
+encoded), the projected map, one tile's activations and one call's queries. Encoders whose
+receptive field cannot be bounded run once on the whole image. ``slices=N`` (CLI
+``--slices N``) asks for at least N row bands (same pixels).
 """
 import contextlib
 import math
@@ -29,20 +31,21 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from .data.io import open_image, pil_to_tensor, save_image
+from .data.io import open_image, output_format, pil_to_tensor, write_image
 from .reference.coord import make_cell, make_coord
 
 PRECISIONS = ("ieee", "tf32", "bf16", "fp16")
 BACKENDS = ("auto", "cpu", "torch", "triton", "reference")
 PROGRESS_PIXELS = 1 << 20  # outputs above ~1 MP (seconds on a CPU) get a progress bar
 REFERENCE_CHUNK = 30000  # queries per reference call: the official test-time batched_predict bsize
+QUERY_CHUNK = 1 << 20  # queries per fused call: bounds its per-query buffers (coord, cell, corners, output)
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, Pillow's RGB -> L
-JPEG_MAX_SIDE = 65535
 OVERHEAD_BYTES = 256 << 20  # libraries, thread scratch, the torch backend's chunk buffers
 
 
@@ -128,35 +131,51 @@ def _widths(model):
     return [layer.out_features for layer in linears] if linears else [256]
 
 
-def estimate_memory(model, in_hw, out_hw, channels, fused, rows_per_call):
+def _encoder_channels(model):
+    """The widest tensor a conv of the encoder reads (RDN's dense blocks concatenate)."""
+    encoder = getattr(model, "encoder", None)
+    convs = [m.in_channels for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)] if encoder else []
+    return max(convs + [getattr(encoder, "out_dim", 64)])
+
+
+def estimate_memory(model, in_hw, out_hw, channels):
     """(host bytes, device bytes) an upscale needs, conservatively; device bytes are 0 on CPU runs
     (add them to the host figure).
 
-    Host: the output image (prediction, alpha, float and 8-bit copies). Device: the encoder's
-    feature maps, the projected features (fused) or the unfolded ones (reference), and the
-    coordinates, cells and predictions of one call; the reference also holds its MLP inputs
-    and activations per query of a chunk.
+    Host: the 8-bit output and Pillow's copy of it (4 bytes a pixel but for gray) while it is
+    encoded, and the input. Device: the normalised input; the encoder's activations over one
+    tile (tiled) or the whole image (encoders that cannot be tiled); the whole-image map the
+    queries read (the fused LIIF's projected features, N1 floats a cell, or the features); and
+    one call's queries.
     """
+    from .tiling import core_size
+
     h, w = in_hw
     H, W = out_hw
-    feats = getattr(getattr(model, "encoder", None), "out_dim", 64)
-    widths = _widths(model)
     f32 = 4
-    encoder = h * w * f32 * (3 + 4 * feats)
-    per_lr = widths[0] if fused else 9 * feats
-    q = rows_per_call * W
-    per_query = (2 + 2 + 3) * f32  # coord, cell, prediction
-    if fused:
-        per_query += 128  # corner geometry of the torch / triton backends (cpu: none)
+    widths = _widths(model)
+    feats = getattr(getattr(model, "encoder", None), "out_dim", 64)
+    radius = tile_radius(model)
+    if radius is None:
+        th, tw = h, w
     else:
-        per_query += f32 * (3 * (9 * feats + 4) + 3 * max(widths))
-    device = encoder + h * w * per_lr * f32 + q * per_query
-    host = H * W * (3 * f32 + channels * (f32 + 1) + (f32 if channels in (2, 4) else 0))
+        side = core_size(radius) + 2 + 2 * radius
+        th, tw = min(h, side), min(w, side)
+    activations = th * tw * f32 * 4 * _encoder_channels(model)  # a few live tensors of the widest layer
+    if is_fused(model):
+        whole = h * w * f32 * widths[0]
+        per_query = (2 + 2 + 3) * f32 + 128  # coord, cell, prediction, corner geometry (torch / triton)
+    else:
+        whole = h * w * f32 * feats
+        per_query = (2 + 2 + 3) * f32 + f32 * (3 * (9 * feats + 4) + 3 * max(widths))
+    device = 3 * h * w * f32 + activations + whole + min(queries_per_call(model), H * W) * per_query
+    host = H * W * (channels + (1 if channels == 1 else 4)) + h * w * f32 * (channels + 1)
     return host, device
 
 
-def check_memory(model, in_hw, out_hw, channels, fused, rows_per_call, device):
-    host, dev = estimate_memory(model, in_hw, out_hw, channels, fused, rows_per_call)
+def check_memory(model, in_hw, out_hw, channels, device):
+    """UpscaleError when the estimate (estimate_memory) passes the memory available."""
+    host, dev = estimate_memory(model, in_hw, out_hw, channels)
     device = torch.device(device)
     needs = [("RAM", host + (dev if device.type == "cpu" else 0), torch.device("cpu"))]
     if device.type != "cpu":
@@ -212,44 +231,40 @@ def precision_mode(precision, device):
 
 # ------------------------------------------------------------------------------------ the model
 
-def _fused_query(model, precision):
-    """model.query_rgb, with ``precision`` passed to the fused op when the model is a fused LIIF.
-    None when the model is not one (its own query_rgb is used)."""
-    from .nn.liif import LIIF, mlp_linears
-    from .ops import liif_query
-
-    if not isinstance(model, LIIF) or model.imnet is None:
-        return None
-    linears = mlp_linears(model.imnet)
-    if linears is None:
-        return None
-    weights = [m.weight for m in linears]
-    biases = [m.bias if m.bias is not None else m.weight.new_zeros(m.out_features) for m in linears]
-
-    def query(coord, cell):
-        return liif_query(model.feat, coord, cell, weights, biases, feat_unfold=model.feat_unfold,
-                          local_ensemble=model.local_ensemble, cell_decode=model.cell_decode,
-                          backend=model.backend, precision=precision)
-    return query
-
-
 def is_fused(model):
     from .nn.liif import LIIF
     return isinstance(model, LIIF)
 
 
-def rows_per_call(model, out_hw, slices=None):
-    """Output rows per query call: all of them (one call), unless ``slices`` asks for row bands
-    or the model is not fused (reference chunks of REFERENCE_CHUNK queries)."""
+def queries_per_call(model):
+    """Queries per call: QUERY_CHUNK for the fused op (bounds its per-query buffers), the official
+    batched_predict's REFERENCE_CHUNK for any other query_rgb (its memory grows per query)."""
+    return QUERY_CHUNK if is_fused(model) else REFERENCE_CHUNK
+
+
+def rows_per_call(model, out_hw, slices=None, width=None):
+    """Output rows per query call over ``width`` columns (default the output's): as many as
+    queries_per_call allows, and at most ceil(H / slices) when ``slices`` asks for that many
+    row bands at least."""
     H, W = out_hw
-    if slices is None:
-        slices = 1
-    if int(slices) < 1:
-        raise UpscaleError(f"slices must be >= 1, got {slices}")
-    rows = math.ceil(H / max(1, min(int(slices), H)))
-    if not is_fused(model):
-        rows = min(rows, max(1, REFERENCE_CHUNK // W))
-    return rows
+    width = W if width is None else width
+    rows = H
+    if slices is not None:
+        if int(slices) < 1:
+            raise UpscaleError(f"slices must be >= 1, got {slices}")
+        rows = math.ceil(H / min(int(slices), H))
+    return max(1, min(rows, queries_per_call(model) // max(1, width)))
+
+
+def tile_radius(model):
+    """The encoder's receptive radius when ``model`` can be encoded in tiles (a LIIF with a
+    decoder and an encoder whose receptive field is bounded), else None (encoded whole)."""
+    from .reference.liif import LIIF as ReferenceLIIF
+    from .tiling import receptive_radius
+
+    if not isinstance(model, ReferenceLIIF) or getattr(model, "imnet", None) is None:
+        return None
+    return receptive_radius(model.encoder)
 
 
 def _sync(device):
@@ -257,13 +272,69 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def upscale_tensor(model, x, out_hw, *, precision=None, slices=None, progress=True, timings=None):
-    """Upscale a float CxHxW image in [0, 1] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) to
-    ``out_hw = (H, W)`` with a LIIF ``model`` (fused ``fastliif.nn.LIIF`` or any module with the
-    official ``gen_feat`` / ``query_rgb``). Returns a float32 CxHxW CPU tensor in [0, 1].
+def _encode(model, inp, tile, precision=None):
+    """What the queries read: ``("projected", proj)`` for a fused LIIF (its first layer's feature
+    columns applied once to the whole feature map, (1, h, w, N1)), else ``("feat", None)`` with
+    ``model.feat`` set. Encoders whose receptive field is bounded run tile by tile."""
+    from .nn.liif import mlp_linears
+    from .ops import dot_precision, project_features
+    from .tiling import core_size, encode_tiled
 
-    ``slices``: number of row bands to query (default 1: the whole output in one call);
-    ``timings``: a dict that receives the seconds of each phase.
+    radius = tile_radius(model)
+    linears = mlp_linears(model.imnet) if is_fused(model) and model.imnet is not None else None
+    tile = None if radius is None else (core_size(radius) if tile is None else int(tile))
+    if linears is None:
+        if radius is None:
+            model.gen_feat(inp)  # sets model.feat (the official interface)
+        else:
+            model.feat = encode_tiled(model.encoder, inp, tile, radius)
+        return "feat", None
+    n_feat = model.encoder.out_dim * (9 if model.feat_unfold else 1)
+    w_feat = linears[0].weight[:, :n_feat].float()
+
+    # On a GPU the projection's cuDNN TF32 switch follows the query's precision, as in liif_query.
+    conv_prec = dot_precision(torch.float32, inp.device, precision) if inp.device.type == "cuda" else None
+
+    def head(feat):  # fp32 storage, as liif_query keeps it for the Triton kernel under autocast
+        with torch.autocast(inp.device.type, enabled=False):
+            return project_features(feat.float(), w_feat, model.feat_unfold, conv_prec).permute(0, 3, 1, 2)
+
+    if radius is None:
+        proj = head(model.gen_feat(inp))
+        model.feat = None
+    else:
+        proj = encode_tiled(model.encoder, inp, tile, radius, head=head, margin=1 if model.feat_unfold else 0)
+    return "projected", proj.permute(0, 2, 3, 1).contiguous()
+
+
+def _projected_query(model, proj, precision):
+    from .nn.liif import mlp_linears
+    from .ops.liif_query import choose_backend, liif_query_projected
+
+    linears = mlp_linears(model.imnet)
+    n_feat = model.encoder.out_dim * (9 if model.feat_unfold else 1)
+    weights = [m.weight.float() for m in linears]
+    biases = [(m.bias if m.bias is not None else m.weight.new_zeros(m.out_features)).float() for m in linears]
+    resolve_backend(model.backend, proj.device)  # one-line errors for a bad name or device
+    try:  # the decoder-aware choice liif_query makes (falls back when a fused kernel rejects it)
+        name = choose_backend(proj, weights, model.backend, needs_grad=False)[0]
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise UpscaleError(str(exc)) from None
+
+    def query(coord, cell):
+        with torch.autocast(proj.device.type, enabled=False):
+            return liif_query_projected(proj, coord, cell, weights[0][:, n_feat:], biases[0], weights[1:],
+                                        biases[1:], model.local_ensemble, model.cell_decode, name, precision)
+    return query
+
+
+def upscale_tiles(model, x, out_hw, *, precision=None, slices=None, tile=None, timings=None):
+    """Upscale a float CxHxW image in [0, 1] band by band: yields ``((r0, r1), pixels)`` with
+    ``pixels`` a float32 C x (r1-r0) x W CPU tensor in [0, 1], the same channels as ``x``; the
+    bands cover the output once, top to bottom. UpscaleError when the model produces NaN or inf.
+
+    ``tile``: LR cells per encoder tile side (default tiling.core_size of the encoder's radius);
+    models whose encoder cannot be bounded are encoded whole.
     """
     if x.dim() != 3 or x.shape[0] not in (1, 2, 3, 4) or x.shape[1] < 1 or x.shape[2] < 1:
         raise UpscaleError(f"expected a CxHxW image with 1-4 channels, got shape {tuple(x.shape)}")
@@ -271,46 +342,81 @@ def upscale_tensor(model, x, out_hw, *, precision=None, slices=None, progress=Tr
     device = next(model.parameters()).device
     c = x.shape[0]
     rgb = x[:1].expand(3, -1, -1) if c in (1, 2) else x[:3]
-    alpha = x[-1:] if c in (2, 4) else None
+    alpha = x[-1:].float()[None] if c in (2, 4) else None
     timings = {} if timings is None else timings
-    query = _fused_query(model, precision) or model.query_rgb
+    timings.setdefault("query", 0.0)
+    ys, xs = make_coord((H,))[:, 0], make_coord((W,))[:, 0]  # per axis: slices of the (H, W) grid, bit for bit
     rows = rows_per_call(model, out_hw, slices)
-    ys = make_coord((H,))[:, 0]  # per-axis make_coord: slices of the (H, W) grid, bit for bit
-    xs = make_coord((W,))[:, 0]
-    out = torch.empty(3, H, W)
-    large = progress and H * W > PROGRESS_PIXELS
-    band_bar = large and rows < H  # a bar that moves per row band
-    phases = tqdm(total=2, desc="LIIF encode", bar_format="{desc}: phase {n_fmt}/{total_fmt} [{elapsed}]",
-                  disable=not (large and not band_bar), leave=False, file=sys.stderr)
-    with torch.no_grad(), precision_mode(precision, device), phases:
+    with torch.no_grad(), precision_mode(precision, device):
         t0 = time.perf_counter()
         inp = ((rgb.float() - 0.5) / 0.5).unsqueeze(0).to(device)
-        model.gen_feat(inp)
+        kind, proj = _encode(model, inp, tile, precision)
+        query = _projected_query(model, proj, precision) if kind == "projected" else model.query_rgb
         _sync(device)
-        t1 = time.perf_counter()
-        timings["encode"] = t1 - t0
-        phases.update(1)
-        phases.set_description(f"LIIF query, {H * W / 1e6:.2f} MP in one call")
-        with tqdm(total=H * W, unit="px", unit_scale=True, desc="LIIF query", disable=not band_bar, leave=False,
-                  file=sys.stderr) as bar:
+        timings["encode"] = time.perf_counter() - t0
+        try:
             for r0 in range(0, H, rows):
+                t0 = time.perf_counter()
                 r1 = min(H, r0 + rows)
                 coord = torch.stack(torch.meshgrid(ys[r0:r1], xs, indexing="ij"), dim=-1).view(-1, 2)
                 cell = make_cell(coord, (H, W))
                 pred = query(coord.unsqueeze(0).to(device), cell.unsqueeze(0).to(device))[0]
-                pred = (pred.float() * 0.5 + 0.5).clamp_(0, 1)
-                out[:, r0:r1] = pred.view(r1 - r0, W, 3).permute(2, 0, 1).cpu()
-                bar.update((r1 - r0) * W)
-        _sync(device)
-        timings["query"] = time.perf_counter() - t1
-        phases.update(1)
-    model.feat = None  # free the features
-    if c in (1, 2):
+                band = _finish(pred, r1 - r0, W, c, alpha, ys[r0:r1], xs)
+                timings["query"] += time.perf_counter() - t0
+                yield (r0, r1), band
+        finally:
+            model.feat = None  # free the features
+            del proj
+
+
+def _finish(pred, rows, cols, channels, alpha, ys, xs):
+    """A query's prediction (rows*cols, 3) -> float C x rows x cols in [0, 1] on the CPU: back from
+    LIIF's normalisation, gray for gray inputs, plus the alpha plane (bicubic) where there is one."""
+    pred = pred.float()
+    if not bool(torch.isfinite(pred).all()):
+        raise UpscaleError("the model produced NaN or infinite values: nothing was written (a diverged or "
+                           "corrupt checkpoint?)")
+    out = (pred * 0.5 + 0.5).clamp_(0, 1).view(rows, cols, 3).permute(2, 0, 1).cpu()
+    if channels in (1, 2):
         out = torch.tensordot(torch.tensor(LUMA), out, dims=1).unsqueeze(0)
     if alpha is not None:
-        up = F.interpolate(alpha.float().unsqueeze(0), size=(H, W), mode="bicubic", align_corners=False)
-        out = torch.cat([out, up[0].clamp_(0, 1)])
+        out = torch.cat([out, bicubic_at(alpha, ys, xs)])
     return out
+
+
+def bicubic_at(plane, ys, xs):
+    """``F.interpolate(plane, mode='bicubic', align_corners=False)`` evaluated only at the output
+    pixel centres ``ys`` x ``xs`` (make_coord values): grid_sample's bicubic with border padding
+    takes the same 4x4 taps with the same clamping. plane: (1, 1, h, w); returns 1 x len(ys) x len(xs)."""
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"), dim=-1).flip(-1)[None]
+    out = F.grid_sample(plane, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return out[0].clamp_(0, 1)
+
+
+def upscale_tensor(model, x, out_hw, *, precision=None, slices=None, progress=True, timings=None, tile=None):
+    """Upscale a float CxHxW image in [0, 1] (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) to
+    ``out_hw = (H, W)`` with a LIIF ``model`` (fused ``fastliif.nn.LIIF`` or any module with the
+    official ``gen_feat`` / ``query_rgb``). Returns a float32 CxHxW CPU tensor in [0, 1].
+
+    For outputs of any size, ``upscale_file`` writes the bands of :func:`upscale_tiles` into an
+    8-bit image instead of holding this float one. ``timings``: a dict that receives the
+    seconds of each phase.
+    """
+    H, W = out_hw
+    out = torch.empty(x.shape[0], H, W)
+    with _bar(H * W, progress) as bar:
+        for (r0, r1), px in upscale_tiles(model, x, out_hw, precision=precision, slices=slices, tile=tile,
+                                          timings=timings):
+            out[:, r0:r1] = px
+            bar.set_description("LIIF query", refresh=False)
+            bar.update((r1 - r0) * W)
+    return out
+
+
+def _bar(pixels, progress):
+    # the first update comes after the whole encoder pass (minutes on a CPU for a large photo): say so
+    return tqdm(total=pixels, unit="px", unit_scale=True, desc="LIIF (encoding, then query)", leave=False,
+                file=sys.stderr, disable=not (progress and pixels > PROGRESS_PIXELS))
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -332,17 +438,18 @@ def image_to_tensor(img):
     return pil_to_tensor(img).clamp_(0, 1)
 
 
-def _check_output_path(path, out_hw):
-    Image.init()
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in Image.registered_extensions():
-        raise UpscaleError(f"{path}: unknown image format {ext or '(no extension)'!r}; use .png or .jpg")
-    if ext in (".jpg", ".jpeg") and max(out_hw) > JPEG_MAX_SIDE:
-        raise UpscaleError(f"JPEG images are at most {JPEG_MAX_SIDE} pixels a side, the output is "
-                           f"{out_hw[1]}x{out_hw[0]}: write a .png")
+def check_output_path(path, out_hw=None, channels=3):
+    """(Pillow format, save options, note) for the output; UpscaleError for a format that cannot be
+    written faithfully (fastliif.data.io.OUTPUT_FORMATS), a size past its limit, or a parent
+    that is not a folder. Called before any compute."""
+    try:
+        fmt = output_format(path, out_hw, channels)
+    except ValueError as exc:
+        raise UpscaleError(str(exc)) from None
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.exists(parent) and not os.path.isdir(parent):
         raise UpscaleError(f"{path}: {parent} is not a directory")
+    return fmt
 
 
 @dataclass
@@ -359,18 +466,23 @@ def resolve_backend(backend, device):
     """The query backend that will run ("reference" or a fused backend name); raises clear errors."""
     if backend not in BACKENDS:
         raise UpscaleError(f"--backend must be one of {BACKENDS}, got {backend!r}")
+    device = torch.device(device)
+    if backend == "cpu" and device.type != "cpu":
+        raise UpscaleError(f"--backend cpu runs on the CPU but the device is {device}: pass --device cpu, "
+                           "or --backend auto")
     if backend == "reference":
         return backend
     from .ops._backends import resolve
     try:
-        return resolve(backend, torch.device(device), torch.float32)
+        return resolve(backend, device, torch.float32)
     except (RuntimeError, TypeError, ValueError) as exc:
         raise UpscaleError(str(exc)) from None
 
 
-def parse_device(device):
+def parse_device(device, backend="auto"):
+    """torch.device from "cpu", "cuda[:N]" or "auto" (cuda when available, except for the cpu backend)."""
     if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and backend != "cpu" else "cpu")
     try:
         device = torch.device(device)
     except RuntimeError:
@@ -383,16 +495,20 @@ def parse_device(device):
 
 
 def upscale_file(input_path, output_path, *, scale=None, size=None, model=None, backend="auto", precision=None,
-                 device="cpu", slices=None, progress=True):
+                 device="cpu", slices=None, progress=True, tile=None):
     """Read ``input_path``, upscale by ``scale`` or to ``size = (height, width)``, write ``output_path``
-    (format from its extension). ``model``: a LIIF module, a checkpoint path, or None for the
-    bundled model. Returns an UpscaleResult; raises UpscaleError, FileNotFoundError or
-    ValueError (unreadable input) with a message for the user before any large allocation.
+    (format from its extension: fastliif.data.io.OUTPUT_FORMATS). ``model``: a LIIF module, a
+    checkpoint path, or None for the bundled model. The output is written atomically: a failed
+    or killed run leaves an existing ``output_path`` (even the input itself) untouched.
+    Returns an UpscaleResult; raises UpscaleError, FileNotFoundError or ValueError (unreadable
+    input) with a message for the user before any large allocation, and UpscaleError, writing
+    nothing, when the model produces NaN or inf.
     """
     from .pretrained import load_pretrained, to_reference
 
     t_start = time.perf_counter()
-    device = parse_device(device)
+    check_output_path(output_path)  # the format first: nothing is read or computed for a refused one
+    device = parse_device(device, backend)
     check_precision(precision, device)
     if isinstance(size, str):
         size = parse_size(size)
@@ -404,9 +520,9 @@ def upscale_file(input_path, output_path, *, scale=None, size=None, model=None, 
     img = ImageOps.exif_transpose(img)  # camera JPEGs: the output carries no EXIF, so apply the rotation
     in_hw = (img.height, img.width)
     out_hw = output_size(in_hw, scale=scale, size=size)
-    _check_output_path(output_path, out_hw)
     x = image_to_tensor(img)
     del img
+    _, _, note = check_output_path(output_path, out_hw, x.shape[0])
     if model is None or isinstance(model, (str, os.PathLike)):
         model = load_pretrained(model, backend=backend, device=device)
     else:
@@ -415,25 +531,30 @@ def upscale_file(input_path, output_path, *, scale=None, size=None, model=None, 
             model = to_reference(model)
         elif is_fused(model) and backend != "auto":
             model.backend = backend
-    rows = rows_per_call(model, out_hw, slices)
-    check_memory(model, in_hw, out_hw, x.shape[0], is_fused(model), rows, device)
+    check_memory(model, in_hw, out_hw, x.shape[0], device)
     name = resolve_backend(model.backend, device) if is_fused(model) else "reference"
     result = UpscaleResult(in_hw, out_hw, x.shape[0], name)
+    if note:
+        result.notes.append(note)
     result.seconds["load"] = time.perf_counter() - t_start
-    out = upscale_tensor(model, x, out_hw, precision=precision, slices=slices, progress=progress,
-                         timings=result.seconds)
+    H, W = out_hw
+    out = np.empty((H, W, x.shape[0]), dtype=np.uint8)  # the only full-size buffer: 8 bits a sample
+    with _bar(H * W, progress) as bar:
+        for (r0, r1), px in upscale_tiles(model, x, out_hw, precision=precision, slices=slices, tile=tile,
+                                          timings=result.seconds):
+            out[r0:r1] = (px * 255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy()
+            bar.set_description("LIIF query", refresh=False)
+            bar.update((r1 - r0) * W)
     t0 = time.perf_counter()
-    ext = os.path.splitext(output_path)[1].lower()
-    kwargs = {}
-    if ext in (".jpg", ".jpeg"):
-        kwargs["quality"] = 95
-        if out.shape[0] in (2, 4):
-            result.notes.append("JPEG has no alpha channel: the alpha plane was dropped (write a .png to keep it)")
-    save_image(out, output_path, **kwargs)
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[out.shape[2]]
+    img = Image.fromarray(out[:, :, 0] if mode == "L" else out, mode=mode)
+    del out
+    write_image(img, output_path)
     result.seconds["write"] = time.perf_counter() - t0
     result.seconds["total"] = time.perf_counter() - t_start
     return result
 
 
-__all__ = ["upscale_file", "upscale_tensor", "output_size", "parse_size", "estimate_memory", "check_memory",
-           "available_memory", "image_to_tensor", "UpscaleError", "UpscaleResult", "PRECISIONS", "BACKENDS"]
+__all__ = ["upscale_file", "upscale_tensor", "upscale_tiles", "output_size", "parse_size", "estimate_memory",
+           "check_memory", "check_output_path", "available_memory", "image_to_tensor", "UpscaleError",
+           "UpscaleResult", "PRECISIONS", "BACKENDS"]

@@ -60,3 +60,19 @@ def test_demo_errors(tmp_path, capsys, monkeypatch):
     assert main(["demo", "--scale", "0.5", "--out", str(tmp_path / "d.png")]) == 2
     assert ">= 1" in capsys.readouterr().err
     assert not (tmp_path / "d.png").exists()
+
+
+def test_demo_writes_atomically_and_refuses_bad_formats_first(tmp_path, ckpt, capsys, monkeypatch):
+    import fastliif.atomic
+    import fastliif.demo
+    replaced = []
+    real = fastliif.atomic.os.replace
+    monkeypatch.setattr(fastliif.atomic.os, "replace", lambda src, dst: replaced.append(dst) or real(src, dst))
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--model", ckpt, "--out", str(out), "--scale", "2", "--device", "cpu"]) == 0
+    assert replaced == [str(out)]
+    monkeypatch.setattr(fastliif.demo, "upscale_tensor", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    assert main(["demo", "--model", ckpt, "--out", str(tmp_path / "demo.ico")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write .ico images" in err and "Traceback" not in err
+    assert not (tmp_path / "demo.ico").exists()

@@ -52,7 +52,7 @@ def setup(tmp_path_factory):
 
 
 def run_cli(capsys, *argv):
-    code = main(["eval", *argv, "--no-progress"])
+    code = main(["eval", *argv, "--no-progress", "--device", "cpu"])  # compared with CPU numbers
     out = capsys.readouterr().out
     assert code == 0
     return out
@@ -252,3 +252,75 @@ def test_plot_is_written(setup, capsys, tmp_path):
     run_cli(capsys, "--model", setup["ckpt"], "--data", setup["hr"], "--scales", "2,3", "--plot", str(png))
     img = Image.open(png)
     assert img.format == "PNG" and img.width > 300 and img.height > 200
+
+
+# ------------------------------------------------------------- defaults, missing packages, writes
+
+def test_default_model_is_the_bundled_one(setup, capsys, tmp_path):
+    from fastliif.evaluate import load_model_for_eval
+    from fastliif.pretrained import DEFAULT_CHECKPOINT
+    js = tmp_path / "r.json"
+    out = run_cli(capsys, "--data", setup["hr"], "--scales", "2", "--limit", "1", "--json", str(js))
+    assert out.startswith("bundled model on ")
+    got = json.loads(js.read_text())["scales"][0]["psnr"]
+    want = evaluate(load_model_for_eval(DEFAULT_CHECKPOINT), load_images(setup["hr"], limit=1), [2],
+                    progress=False)["scales"][0]["psnr"]
+    assert got == pytest.approx(want, abs=1e-9)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_without(tmp_path, package, *argv):
+    """`fastliif eval ARGV` in a process where importing ``package`` fails, as when it is not installed."""
+    import subprocess
+    import sys
+    fake = tmp_path / "fake" / package
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(f'raise ImportError("No module named {package} (fake)")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "fake"), ROOT])}
+    return subprocess.run([sys.executable, "-m", "fastliif", "eval", *argv, "--no-progress"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_plot_without_matplotlib_fails_before_any_work(setup, tmp_path):
+    js = tmp_path / "r.json"
+    proc = run_without(tmp_path, "matplotlib", "--model", setup["ckpt"], "--data", setup["hr"], "--scales", "2",
+                       "--json", str(js), "--plot", str(tmp_path / "p.png"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == "fastliif eval: error: --plot needs matplotlib (pip install matplotlib)"
+    assert "| scale |" not in proc.stdout and not js.exists()  # nothing was evaluated
+
+
+def test_samples_without_scikit_image_fail_before_any_work(setup, tmp_path):
+    proc = run_without(tmp_path, "skimage", "--model", setup["ckpt"], "--data", "samples:chelsea,camera")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "sample-images chelsea, camera needs scikit-image (pip install scikit-image)" in proc.stderr
+    assert "| scale |" not in proc.stdout
+
+
+def test_plot_must_be_a_png(setup, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--model", setup["ckpt"], "--data", setup["hr"], "--plot", str(tmp_path / "p.ico")])
+    assert exc.value.code == 2 and "cannot write .ico images" in capsys.readouterr().err
+
+
+def test_every_file_is_written_atomically(setup, capsys, tmp_path, monkeypatch):
+    import errno
+    import fastliif.atomic
+    replaced = []
+    real = fastliif.atomic.os.replace
+    monkeypatch.setattr(fastliif.atomic.os, "replace", lambda src, dst: replaced.append(os.path.basename(dst))
+                        or real(src, dst))
+    js, png = tmp_path / "r.json", tmp_path / "p.png"
+    run_cli(capsys, "--model", setup["ckpt"], "--data", setup["hr"], "--scales", "2", "--json", str(js),
+            "--plot", str(png), "--save-dir", str(tmp_path / "sr"))
+    assert sorted(replaced) == ["img0.png", "img1.png", "img2.png", "p.png", "r.json"]
+    # a full disk while rewriting the JSON leaves the old one whole, and is a message
+    before = js.read_bytes()
+    monkeypatch.setattr(fastliif.atomic.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    assert main(["eval", "--model", setup["ckpt"], "--data", setup["hr"], "--scales", "3", "--json", str(js),
+                 "--no-progress"]) == 2
+    assert "disk full while writing" in capsys.readouterr().err
+    assert js.read_bytes() == before

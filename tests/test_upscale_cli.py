@@ -16,8 +16,13 @@ from fastliif.cli import main
 from fastliif.nn import LIIF
 from fastliif.pretrained import load_pretrained
 from fastliif.reference import make_cell, make_coord
-from fastliif.upscale import (REFERENCE_CHUNK, UpscaleError, output_size, parse_size,
+from fastliif.upscale import (QUERY_CHUNK, REFERENCE_CHUNK, UpscaleError, output_size, parse_size,
                               rows_per_call, upscale_tensor)
+
+
+# Every comparison here is against the model's forward on the CPU: run the CLI there too, so the
+# tests pass unchanged on a GPU machine (where --device auto means cuda).
+CPU = ["--device", "cpu"]
 
 
 def make_tiny_checkpoint(path, seed=0):
@@ -74,7 +79,7 @@ def read(path):
 def test_rgb_equals_model_forward(tmp_path, ckpt, capsys, how, value, hw):
     src = random_image(tmp_path / "in.png", 14, 10)
     out = str(tmp_path / "out.png")
-    assert main(["upscale", src, "-o", out, how, value, "--model", ckpt]) == 0
+    assert main(["upscale", *CPU, src, "-o", out, how, value, "--model", ckpt]) == 0
     printed = capsys.readouterr().out
     assert f"-> {hw[1]}x{hw[0]}" in printed and " s (" in printed and "wrote" in printed
     img, got = read(out)
@@ -88,7 +93,7 @@ def test_rgb_equals_model_forward(tmp_path, ckpt, capsys, how, value, hw):
 def test_grayscale_stays_gray(tmp_path, ckpt):
     src = random_image(tmp_path / "g.png", 12, 9, mode="L")
     out = str(tmp_path / "g2.png")
-    assert main(["upscale", src, "-o", out, "--size", "20x30", "--model", ckpt, "--backend", "torch"]) == 0
+    assert main(["upscale", *CPU, src, "-o", out, "--size", "20x30", "--model", ckpt, "--backend", "torch"]) == 0
     img, got = read(out)
     assert img.mode == "L" and img.size == (20, 30)
     gray = torch.from_numpy(np.asarray(Image.open(src), dtype=np.float32) / 255)[None].expand(3, -1, -1)
@@ -101,7 +106,7 @@ def test_grayscale_stays_gray(tmp_path, ckpt):
 def test_alpha_kept_as_bicubic(tmp_path, ckpt, mode):
     src = random_image(tmp_path / "a.png", 10, 13, mode=mode)
     out = str(tmp_path / "a2.png")
-    assert main(["upscale", src, "-o", out, "--scale", "2.2", "--model", ckpt]) == 0
+    assert main(["upscale", *CPU, src, "-o", out, "--scale", "2.2", "--model", ckpt]) == 0
     img, got = read(out)
     H, W = round(10 * 2.2), round(13 * 2.2)
     assert img.mode == mode and img.size == (W, H)
@@ -118,7 +123,7 @@ def test_alpha_kept_as_bicubic(tmp_path, ckpt, mode):
 def test_jpeg_in_and_out(tmp_path, ckpt, capsys):
     src = random_image(tmp_path / "in.jpg", 16, 12, quality=90)
     out = str(tmp_path / "out.jpg")
-    assert main(["upscale", src, "-o", out, "--scale", "1.5", "--model", ckpt]) == 0
+    assert main(["upscale", *CPU, src, "-o", out, "--scale", "1.5", "--model", ckpt]) == 0
     img, got = read(out)
     assert img.format == "JPEG" and img.mode == "RGB" and img.size == (18, 24)
     rgb = torch.from_numpy(np.asarray(Image.open(src), dtype=np.float32) / 255).permute(2, 0, 1)
@@ -128,7 +133,7 @@ def test_jpeg_in_and_out(tmp_path, ckpt, capsys):
 
 def test_rgba_to_jpeg_says_alpha_dropped(tmp_path, ckpt, capsys):
     src = random_image(tmp_path / "a.png", 8, 8, mode="RGBA")
-    assert main(["upscale", src, "-o", str(tmp_path / "a.jpg"), "--scale", "2", "--model", ckpt]) == 0
+    assert main(["upscale", *CPU, src, "-o", str(tmp_path / "a.jpg"), "--scale", "2", "--model", ckpt]) == 0
     assert "alpha" in capsys.readouterr().err
     assert Image.open(tmp_path / "a.jpg").mode == "RGB"
 
@@ -145,8 +150,8 @@ def test_reference_backend_and_slices_match_fused(ckpt):
     assert one.shape == (3, 29, 23) and one.std() > 0.05
     assert (sliced - one).abs().max() < 1e-6
     assert (oracle - one).abs().max() < 1e-5
-    # one call by default, however large; row bands only when asked for
-    assert rows_per_call(fused, (2048, 1024)) == 2048
+    # row bands of at most QUERY_CHUNK queries (fused) or REFERENCE_CHUNK (reference), fewer rows with slices
+    assert rows_per_call(fused, (2048, 1024)) == QUERY_CHUNK // 1024
     assert rows_per_call(fused, (2048, 1024), slices=16) == 128
     with pytest.raises(UpscaleError, match="slices must be >= 1"):
         rows_per_call(fused, (10, 10), slices=0)
@@ -157,8 +162,8 @@ def test_reference_backend_and_slices_match_fused(ckpt):
 def test_reference_backend_cli(tmp_path, ckpt):
     src = random_image(tmp_path / "in.png", 9, 7)
     a, b = str(tmp_path / "ref.png"), str(tmp_path / "fused.png")
-    assert main(["upscale", src, "-o", a, "--scale", "2", "--model", ckpt, "--backend", "reference"]) == 0
-    assert main(["upscale", src, "-o", b, "--scale", "2", "--model", ckpt, "--backend", "cpu"]) == 0
+    assert main(["upscale", *CPU, src, "-o", a, "--scale", "2", "--model", ckpt, "--backend", "reference"]) == 0
+    assert main(["upscale", *CPU, src, "-o", b, "--scale", "2", "--model", ckpt, "--backend", "cpu"]) == 0
     assert (read(a)[1].int() - read(b)[1].int()).abs().max() <= 1
 
 
@@ -194,20 +199,21 @@ def _fails(capsys, argv, match):
 ])
 def test_bad_sizes_are_clear_errors(tmp_path, ckpt, capsys, extra, match):
     src = random_image(tmp_path / "in.png", 8, 8)
-    _fails(capsys, ["upscale", src, "-o", str(tmp_path / "o.png"), "--model", ckpt, *extra], match)
+    _fails(capsys, ["upscale", *CPU, src, "-o", str(tmp_path / "o.png"), "--model", ckpt, *extra], match)
     assert not (tmp_path / "o.png").exists()
 
 
 def test_missing_and_garbage_inputs(tmp_path, ckpt, capsys):
     out = str(tmp_path / "o.png")
-    _fails(capsys, ["upscale", str(tmp_path / "nope.png"), "-o", out, "--scale", "2", "--model", ckpt], "not found")
+    _fails(capsys, ["upscale", *CPU, str(tmp_path / "nope.png"), "-o", out, "--scale", "2", "--model", ckpt],
+           "not found")
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(np.random.default_rng(0).bytes(300))
-    _fails(capsys, ["upscale", str(garbage), "-o", out, "--scale", "2", "--model", ckpt], "not a readable image")
+    _fails(capsys, ["upscale", *CPU, str(garbage), "-o", out, "--scale", "2", "--model", ckpt], "not a readable image")
     src = random_image(tmp_path / "in.png", 8, 8)
-    _fails(capsys, ["upscale", src, "-o", str(tmp_path / "o.xyz"), "--scale", "2", "--model", ckpt],
-           "unknown image format")
-    _fails(capsys, ["upscale", src, "-o", out, "--scale", "2", "--model", str(tmp_path / "no.pth")], "not found")
+    _fails(capsys, ["upscale", *CPU, src, "-o", str(tmp_path / "o.xyz"), "--scale", "2", "--model", ckpt],
+           "cannot write .xyz images")
+    _fails(capsys, ["upscale", *CPU, src, "-o", out, "--scale", "2", "--model", str(tmp_path / "no.pth")], "not found")
 
 
 def test_too_large_output_rejected_before_allocating(tmp_path, ckpt, capsys, monkeypatch):
@@ -215,9 +221,9 @@ def test_too_large_output_rejected_before_allocating(tmp_path, ckpt, capsys, mon
         raise AssertionError("upscale_tensor must not run for an output that cannot fit")
     monkeypatch.setattr(fastliif.upscale, "upscale_tensor", never)
     src = random_image(tmp_path / "in.png", 8, 8)
-    _fails(capsys, ["upscale", src, "-o", str(tmp_path / "o.png"), "--scale", "100000", "--model", ckpt],
+    _fails(capsys, ["upscale", *CPU, src, "-o", str(tmp_path / "o.png"), "--scale", "100000", "--model", ckpt],
            "800000x800000 output needs about")
-    _fails(capsys, ["upscale", src, "-o", str(tmp_path / "o.jpg"), "--size", "70000x10", "--model", ckpt],
+    _fails(capsys, ["upscale", *CPU, src, "-o", str(tmp_path / "o.jpg"), "--size", "70000x10", "--model", ckpt],
            "JPEG")
 
 
@@ -225,15 +231,15 @@ def test_bundled_model_missing_names_path_and_flag(tmp_path, capsys, monkeypatch
     missing = str(tmp_path / "assets" / "liif-edsr-small.pth")
     monkeypatch.setattr(fastliif.pretrained, "DEFAULT_CHECKPOINT", missing)
     src = random_image(tmp_path / "in.png", 8, 8)
-    _fails(capsys, ["upscale", src, "-o", str(tmp_path / "o.png"), "--scale", "2"], missing)
+    _fails(capsys, ["upscale", *CPU, src, "-o", str(tmp_path / "o.png"), "--scale", "2"], missing)
     with pytest.raises(FileNotFoundError, match="--model"):
         load_pretrained()
 
 
 def test_memory_estimate_grows_with_output(ckpt):
     model = load_pretrained(ckpt)
-    small = sum(fastliif.upscale.estimate_memory(model, (8, 8), (32, 32), 3, True, 32))
-    big = sum(fastliif.upscale.estimate_memory(model, (8, 8), (3200, 3200), 3, True, 3200))
+    small = sum(fastliif.upscale.estimate_memory(model, (8, 8), (32, 32), 3))
+    big = sum(fastliif.upscale.estimate_memory(model, (8, 8), (3200, 3200), 3))
     assert 0 < small < big and math.isfinite(big)
     assert fastliif.upscale.available_memory("cpu") > 0
 
@@ -252,16 +258,23 @@ def test_device_auto_picks_cuda_only_when_available():
         parse_device("tpu")
 
 
-def test_large_output_is_one_query_call_and_slices_match(tmp_path, ckpt, monkeypatch, capsys):
+def test_large_output_in_bounded_bands_and_slices_match(tmp_path, ckpt, monkeypatch, capsys):
     import fastliif.upscale as up
     calls = []
     real = up.make_cell
     monkeypatch.setattr(up, "make_cell", lambda coord, shape: calls.append(len(coord)) or real(coord, shape))
+    monkeypatch.setattr(up, "QUERY_CHUNK", 200_000)
     src = random_image(tmp_path / "in.png", 40, 36)
-    assert main(["upscale", str(src), "-o", str(tmp_path / "one.png"), "--size", "1080x1200"]) == 0
-    assert calls == [1080 * 1200]  # > PROGRESS_PIXELS, still a single query call
+    size = ["--size", "1080x1200", "--model", ckpt]
+    assert main(["upscale", *CPU, str(src), "-o", str(tmp_path / "bands.png"), *size]) == 0
+    # 1080 x 185 rows per call: 7 bands, none above the chunk, covering the output once
+    assert len(calls) == 7 and max(calls) <= 200_000 and sum(calls) == 1080 * 1200
     calls.clear()
-    assert main(["upscale", str(src), "-o", str(tmp_path / "bands.png"), "--size", "1080x1200", "--slices", "5"]) == 0
+    monkeypatch.setattr(up, "QUERY_CHUNK", 1 << 30)
+    assert main(["upscale", *CPU, str(src), "-o", str(tmp_path / "one.png"), *size]) == 0
+    assert calls == [1080 * 1200]
+    calls.clear()
+    assert main(["upscale", *CPU, str(src), "-o", str(tmp_path / "sliced.png"), *size, "--slices", "5"]) == 0
     assert len(calls) == 5 and sum(calls) == 1080 * 1200
-    one, bands = (np.asarray(Image.open(tmp_path / n)) for n in ("one.png", "bands.png"))
-    assert np.array_equal(one, bands)
+    one, bands, sliced = (np.asarray(Image.open(tmp_path / n)) for n in ("one.png", "bands.png", "sliced.png"))
+    assert one.std() > 5 and np.array_equal(one, bands) and np.array_equal(one, sliced)

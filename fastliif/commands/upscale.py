@@ -4,11 +4,13 @@ import sys
 
 def register(sub):
     p = sub.add_parser("upscale", help="upscale an image with LIIF (any scale >= 1, any size)",
-                       description="Upscale a PNG/JPEG image with a LIIF model, the whole output in one query. "
+                       description="Upscale an image with a LIIF model, any size: the encoder runs in tiles, the "
+                                   "output is computed in row bands into an 8-bit image and written atomically. "
                                    "Grayscale stays grayscale; an alpha channel is kept (bicubic).")
     p.add_argument("input", metavar="INPUT", help="image file to upscale (PNG, JPEG, ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                   help="output image; the format follows the extension (.png, .jpg)")
+                   help="output image; the format follows the extension: .png, .jpg/.jpeg, .webp (lossless), "
+                        ".tif/.tiff, .bmp (JPEG and BMP drop alpha)")
     how = p.add_mutually_exclusive_group(required=True)
     how.add_argument("--scale", metavar="S", help="upscaling factor >= 1, e.g. 4 or 2.5")
     how.add_argument("--size", metavar="WxH", help="output width x height, e.g. 1920x1080 (each >= the input's)")
@@ -19,8 +21,8 @@ def register(sub):
                    help="GPU matmul precision (default: PyTorch's settings); the CPU computes IEEE fp32")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default auto: cuda when available)")
     p.add_argument("--slices", type=int, default=None, metavar="N",
-                   help="query the output in N row bands (same pixels) so the progress bar moves "
-                        "within the query; default: the whole output in one call")
+                   help="query the output in at least N row bands (same pixels); default: bands of "
+                        "about a million pixels")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

@@ -1,6 +1,7 @@
 """Image datasets yielding float32 CxHxW tensors in [0, 1]: a folder of images (``image-folder``,
 as the official LIIF one) and the sample photographs bundled with scikit-image / matplotlib
 (``sample-images``; no download: used to train and check the bundled model)."""
+import importlib
 import os
 
 import numpy as np
@@ -102,6 +103,15 @@ class SampleImages(_Repeated):
         for n in self.names:
             if n != "grace_hopper" and n not in SKIMAGE_PHOTOS:
                 raise ValueError(f"unknown sample image {n!r}; choose from {SKIMAGE_PHOTOS + ('grace_hopper',)}")
+        # the packages holding the photographs, checked now rather than at the first image
+        needs = {"matplotlib" if n == "grace_hopper" else "skimage.data" for n in self.names}
+        for module in sorted(needs):
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                package = {"skimage.data": "scikit-image"}.get(module, module)
+                raise ImportError(f"sample-images {', '.join(self.names)} needs {package} "
+                                  f"(pip install {package})") from None
 
     def n_items(self):
         return len(self.names)

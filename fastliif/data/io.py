@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..atomic import save_image as atomic_save_image
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -57,11 +59,58 @@ def tensor_to_pil(x):
     return Image.fromarray(arr[:, :, 0] if mode == "L" else arr, mode=mode)
 
 
-def save_image(x, path, **kwargs):
-    """Write float CxHxW in [0, 1] as an 8-bit image; format from the extension."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    img = tensor_to_pil(x)
-    if os.path.splitext(path)[1].lower() in (".jpg", ".jpeg") and img.mode in ("LA", "RGBA"):
-        img = img.convert("RGB" if img.mode == "RGBA" else "L")
-    img.save(path, **kwargs)
+# Formats Pillow writes faithfully for 8-bit L, RGB and RGBA at any size up to the format's own
+# limit (checked by writing and reading back every mode): extension -> (Pillow format, save
+# options, keeps alpha, largest side). JPEG is lossy by nature (quality 95); WebP is written
+# lossless, with the colour under transparent pixels kept (``exact``). Pillow writes RGBA BMP
+# but reads it back as RGB, and cannot write gray + alpha BMP/JPEG: those drop alpha, with a note.
+OUTPUT_FORMATS = {
+    ".png": ("PNG", {}, True, None),
+    ".jpg": ("JPEG", {"quality": 95}, False, 65535),
+    ".jpeg": ("JPEG", {"quality": 95}, False, 65535),
+    ".webp": ("WEBP", {"lossless": True, "exact": True}, True, 16383),
+    ".tif": ("TIFF", {}, True, None),
+    ".tiff": ("TIFF", {}, True, None),
+    ".bmp": ("BMP", {}, False, None),
+}
+CLASSIC_MAX_BYTES = 2**32 - 2**16  # BMP and classic TIFF store offsets in 32 bits
+
+
+def output_format(path, size_hw=None, channels=3):
+    """``(Pillow format, save options, note)`` for writing an 8-bit image of ``size_hw`` (height,
+    width) with ``channels`` (1-4) to ``path``; ``note`` says what the format loses (alpha) or
+    None. Raises ValueError naming the extension and the accepted ones, or the size limit."""
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    if ext not in OUTPUT_FORMATS:
+        accepted = ", ".join(sorted(OUTPUT_FORMATS))
+        raise ValueError(f"{path}: cannot write {ext or 'a file without extension'} images faithfully; "
+                         f"use one of {accepted}")
+    fmt, options, keeps_alpha, max_side = OUTPUT_FORMATS[ext]
+    if size_hw is not None:
+        h, w = size_hw
+        if max_side is not None and max(h, w) > max_side:
+            raise ValueError(f"{fmt} images are at most {max_side} pixels a side, the output is {w}x{h}: "
+                             "write a .png")
+        if fmt in ("BMP", "TIFF") and h * w * 4 > CLASSIC_MAX_BYTES:
+            raise ValueError(f"a {w}x{h} {fmt} file would pass the format's 4 GiB limit: write a .png")
+    note = None
+    if channels in (2, 4) and not keeps_alpha:
+        note = (f"{fmt} keeps no alpha channel here: the alpha plane was dropped "
+                "(write a .png, .webp or .tiff to keep it)")
+    return fmt, dict(options), note
+
+
+def write_image(img, path, **options):
+    """Write a PIL image atomically (fastliif.atomic) in the format of ``path``'s extension,
+    dropping alpha where the format cannot keep it; ``options`` override the format's defaults.
+    Creates the parent folder."""
+    fmt, defaults, _ = output_format(path, (img.height, img.width), len(img.getbands()))
+    if not OUTPUT_FORMATS[os.path.splitext(os.fspath(path))[1].lower()][2] and img.mode in ("LA", "RGBA"):
+        img = img.convert("L" if img.mode == "LA" else "RGB")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_save_image(img, path, format=fmt, **{**defaults, **options})
+
+
+def save_image(x, path, **options):
+    """Write float CxHxW in [0, 1] as an 8-bit image (atomically); format from the extension."""
+    write_image(tensor_to_pil(x), path, **options)

@@ -253,18 +253,27 @@ def _liif_query(feat, coord, cell, weights, biases, feat_unfold, local_ensemble,
     w1 = weights[0]
     precision = dot_precision(feat.dtype, feat.device, precision) if name in FUSED_GPU else None
     proj = project_features(feat, w1[:, :n_feat], feat_unfold, precision)
-    w_rel = w1[:, n_feat:]
+    return liif_query_projected(proj, coord, cell, w1[:, n_feat:], biases[0], weights[1:], biases[1:],
+                                local_ensemble, cell_decode, name, precision)
+
+
+def liif_query_projected(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode, backend,
+                         precision=None):
+    """The query on features already projected by ``project_features`` (B, h, w, N1); ``w_rel``:
+    the first layer's coordinate (and cell) columns, ``b1`` its bias, ``weights``/``biases`` the
+    later layers. ``backend`` names a backend (not "auto"). Lets a caller that projects once
+    (fastliif.upscale, tile by tile) query many times."""
     # coord and cell are treated as constants by every backend (no gradient, documented)
     coord = coord.detach()
     cell = cell.detach() if cell_decode else None
-    if name == "triton":
-        return _query_triton(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:], local_ensemble,
-                             precision)
-    if name == "cpu":
-        return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
+    if backend == "triton":
+        return _query_triton(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble,
+                             dot_precision(proj.dtype, proj.device, precision))
+    if backend == "cpu":
+        return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, b1, weights, biases,
                                                   local_ensemble, cell_decode)
-    return liif_query_torch(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
-                            local_ensemble, cell_decode)
+    return liif_query_torch(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode)
 
 
-__all__ = ["liif_query", "project_features", "dot_precision", "choose_backend", "conv_precision", "PRECISIONS"]
+__all__ = ["liif_query", "liif_query_projected", "project_features", "dot_precision", "choose_backend",
+           "conv_precision", "PRECISIONS"]
