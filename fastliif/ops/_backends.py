@@ -45,6 +45,8 @@ def resolve(backend, device, dtype, op="liif_query"):
     """The backend that will run for tensors on ``device`` of ``dtype``."""
     if backend not in BACKENDS + ("auto",):
         raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+    if device.type == "cpu" and backend in ("auto", "cpu") and dtype in (torch.float32, torch.float64):
+        _ext.ensure()  # first use of the cpu backend: load or compile its kernels (see fastliif/_ext.py)
     avail = availability(op)
     if backend == "auto":
         if device.type == "cpu" and avail["cpu"][0] and dtype in (torch.float32, torch.float64):
