@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # What a source checkout holds beyond the package's inputs; the copy leaves it out.
 NOT_INPUTS = shutil.ignore_patterns("*.so", "*.pyd", "*.o", "__pycache__", ".git", "build", "*.egg-info",
-                                    ".pytest_cache", ".benchmarks", "save", "tests", "benchmarks", "docs",
+                                    ".pytest_cache", ".benchmarks", ".venv", "save", "tests", "benchmarks", "docs",
                                     "fastliif-demo.png")
 OFFLINE = {"PIP_NO_INDEX": "1", "PIP_INDEX_URL": "http://127.0.0.1:9/nowhere", "PIP_FIND_LINKS": ""}
 
@@ -150,7 +150,7 @@ def test_build_ext_compiles_into_cache_and_cpu_backend_runs(installed, tmp_path)
     libs = list(cache.rglob("fastliif_C.so"))
     assert len(libs) == 1, libs
     # a new process loads the cached build at import and runs the cpu backend; never compiles
-    out = probe(installed, QUERY.format(site=str(installed)) + textwrap.dedent("""
+    out = probe(installed, textwrap.dedent(QUERY.format(site=str(installed))) + textwrap.dedent("""
         from fastliif.ops._backends import resolve
         assert resolve("auto", torch.device("cpu"), torch.float32) == "cpu"
         image = torch.rand(2, 3, 6, 5, dtype=torch.float64)
@@ -186,3 +186,25 @@ def test_setup_sh_needs_no_network_when_everything_is_there(tmp_path):
     assert "nothing to install" in proc.stdout and "build skipped" in proc.stdout, proc.stdout + proc.stderr
     assert "fastliif._C loaded (built at install)" in proc.stdout, proc.stdout
     assert seconds < 60, f"setup.sh took {seconds:.0f} s on a machine that needed nothing"
+
+
+def test_aot_extension_leaves_standard_and_limited_api_to_torch(tmp_path):
+    """setup.py's extension: no -std (torch passes the standard its headers need; C++17 made them
+    warn), no -DPy_LIMITED_API (BuildExtension defines it; defining it too warned "redefined"),
+    and the wheel's abi3 tag matches the value torch defines."""
+    out = run([sys.executable, "-c", textwrap.dedent("""
+        import runpy, setuptools
+        from torch.utils import cpp_extension
+        seen = {}
+        setuptools.setup = lambda **kw: seen.update(kw)
+        runpy.run_path("setup.py")
+        ext, = seen["ext_modules"]
+        flags = ext.extra_compile_args["cxx"] if isinstance(ext.extra_compile_args, dict) else ext.extra_compile_args
+        assert ext.py_limited_api
+        assert not [f for f in flags if f.startswith("-std") or "Py_LIMITED_API" in f], flags
+        assert not [d for d in ext.define_macros if d[0] == "Py_LIMITED_API"], ext.define_macros
+        v = int(cpp_extension.min_supported_cpython, 16)
+        assert seen["options"]["bdist_wheel"]["py_limited_api"] == f"cp{v >> 24}{(v >> 16) & 255}", seen["options"]
+        print("ok")
+    """)], ROOT)
+    assert out.stdout.strip().endswith("ok"), out.stdout
