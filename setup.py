@@ -66,10 +66,19 @@ def extension_setup(torch):
     )
 
 
+def _license():
+    # setuptools >= 77 takes the SPDX expression (the license table is deprecated there);
+    # older ones only the free-text field.
+    import setuptools
+    if int(setuptools.__version__.split(".")[0]) >= 77:
+        return {"license_expression": "BSD-3-Clause"}
+    return {"license": "BSD-3-Clause"}
+
+
 torch = _torch()
 if torch is None:
     print("fastliif setup.py: torch is not importable here (build isolation?): building pure Python; "
           "the C++ kernels compile on first use (or `fastliif build-ext`)", file=sys.stderr)
-    setup()
+    setup(**_license())
 else:
-    setup(**extension_setup(torch))
+    setup(**_license(), **extension_setup(torch))

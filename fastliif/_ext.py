@@ -41,6 +41,8 @@ from . import _build
 LIB_NAME = "fastliif_C"
 LIB_FILE = LIB_NAME + (".pyd" if os.name == "nt" else ".so")  # what torch.utils.cpp_extension.load writes
 
+STALE_LOCK_S = 600  # a compile takes ~1 min (several on a busy machine); a lock this old is orphaned
+
 HAS_EXT = False
 EXT_ERROR = None  # why there are no kernels (None when HAS_EXT)
 LOADED_FROM = None  # "fastliif._C" or the first-use library's path
@@ -189,6 +191,9 @@ def build(force=False, verbose=False):
             _register()
             return True
         folder.mkdir(parents=True, exist_ok=True)
+        lock = folder / "lock"  # torch's build lock: one left by a killed compile makes load() wait forever
+        if lock.is_file() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            lock.unlink()
     except OSError as exc:
         _set(False, f"cannot use the build cache {cache_root()}: {exc}")
         return False

@@ -28,14 +28,17 @@ MISSING=$("$PY" - <<'EOF'
 import importlib.util, shutil
 from importlib.metadata import PackageNotFoundError, version
 
-need = {"setuptools": "setuptools>=77", "numpy": "numpy", "tqdm": "tqdm", "PIL": "pillow",
+need = {"setuptools": "setuptools>=64", "numpy": "numpy", "tqdm": "tqdm", "PIL": "pillow",
         "yaml": "pyyaml", "pybind11": "pybind11", "pytest": "pytest",
         "pytest_benchmark": "pytest-benchmark", "matplotlib": "matplotlib",
         "skimage": "scikit-image", "h5py": "h5py", "triton": "triton"}
 missing = [pip for mod, pip in need.items() if importlib.util.find_spec(mod) is None]
-try:  # the SPDX license string in pyproject.toml needs setuptools >= 77
-    if int(version("setuptools").split(".")[0]) < 77 and "setuptools>=77" not in missing:
-        missing.append("setuptools>=77")
+try:  # editable installs need setuptools >= 64; before 70.1 its wheels need the wheel package
+    v = tuple(int(x) for x in version("setuptools").split(".")[:2])
+    if v < (64, 0) and "setuptools>=64" not in missing:
+        missing.append("setuptools>=64")
+    elif v < (70, 1) and importlib.util.find_spec("wheel") is None:
+        missing.append("wheel")
 except (PackageNotFoundError, ValueError):
     pass
 if shutil.which("ninja") is None and importlib.util.find_spec("ninja") is None:

@@ -86,7 +86,9 @@ def test_isolated_build_is_pure_python_with_sources(isolated_wheel):
         assert needed in names, needed
     meta = zipfile.ZipFile(wheel).read("fastliif-0.1.0.dist-info/METADATA").decode()
     assert "Requires-Dist: torch>=2.4" in meta, meta[:2000]
-    assert "License-Expression: BSD-3-Clause" in meta, meta[:2000]
+    import setuptools
+    spdx = int(setuptools.__version__.split(".")[0]) >= 77
+    assert ("License-Expression: BSD-3-Clause" if spdx else "License: BSD-3-Clause") in meta, meta[:2000]
     assert "SetuptoolsDeprecationWarning" not in log, log
 
 
@@ -121,6 +123,11 @@ QUERY = """
 
 def test_no_compiler_falls_back_to_torch_with_one_notice(installed, tmp_path):
     cache = tmp_path / "cache"
+    # a build lock orphaned by a killed compile (torch's load() would wait on it forever)
+    folder = Path(probe(installed, "from fastliif import _ext; print(_ext.build_dir())", cache).stdout.strip())
+    folder.mkdir(parents=True)
+    (folder / "lock").touch()
+    os.utime(folder / "lock", (time.time() - 3600,) * 2)
     first = probe(installed, QUERY.format(site=str(installed)), cache, {"CXX": "/bin/false"})
     assert "HAS_EXT False" in first.stdout, first.stdout
     # the first use of the cpu backend tried to compile (that is the rule), failed, said so once
