@@ -16,11 +16,14 @@ step() { printf '[setup %4ss] %s\n' "$SECONDS" "$*"; }
 step "python $("$PY" -c 'import sys; print(sys.version.split()[0], "at", sys.executable)')"
 
 # torch first and on its own: a torch already there (a GPU machine's CUDA build) is kept.
-if [ -n "${FASTLIIF_TORCH:-}" ] || ! "$PY" -c "import torch" 2>/dev/null; then
+torch_version() { "$PY" -c "import torch; print(torch.__version__)" 2>/dev/null || true; }
+TORCH_VERSION=$(torch_version)
+if [ -n "${FASTLIIF_TORCH:-}" ] || [ -z "$TORCH_VERSION" ]; then
     step "installing $TORCH_PIN (large download)"
     "${PIP[@]}" "$TORCH_PIN"
+    TORCH_VERSION=$(torch_version)
 fi
-step "torch $("$PY" -c 'import torch; print(torch.__version__)')"
+step "torch $TORCH_VERSION"
 
 # Everything else, checked by import name; only the missing ones are installed. Triton runs the
 # kernels on GPUs and, through its interpreter, on CPU for the tests; a GPU torch brings its own.
