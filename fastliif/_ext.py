@@ -110,7 +110,7 @@ def _load_cached(folder):
         return None
     try:
         torch.ops.load_library(str(lib))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # unloadable, or its ops already registered
         return f"cannot load {lib}: {exc}"
     _set(True, source=str(lib))
     return None
@@ -147,10 +147,9 @@ def _probe():
         _set(False, f"{aot_error}; the C++ sources are not installed either")
         return
     try:
-        folder = build_dir(csrc)
-        error = _load_cached(folder)
+        error = _load_cached(build_dir(csrc))
     except OSError as exc:
-        folder, error = None, f"cannot read the C++ sources: {exc}"
+        error = f"cannot read the C++ sources: {exc}"
     if not HAS_EXT:
         _set(False, f"{aot_error}; {error or 'not compiled yet: compiled on first use of the cpu backend, or run `fastliif build-ext`'}")
 

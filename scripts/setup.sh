@@ -3,7 +3,7 @@
 # machine that has everything, such as a GPU machine's image, sets up with no network at all) and
 # skips the C++ build when the installed extension is newer than everything it is built from.
 #   PYTHON=...            interpreter to set up (default python3; a venv's python works)
-#   FASTLIIF_TORCH=spec   torch to install, e.g. "torch==2.13.0+cu126" or "torch" (default: keep an
+#   FASTLIIF_TORCH=spec   torch to install, e.g. "torch==2.13.0" or "torch>=2.4" (default: keep an
 #                         installed torch, else torch==2.13.0: see the README for which wheel that is)
 set -euo pipefail
 cd "$(dirname "$0")/.."
