@@ -17,7 +17,7 @@ def report():
         f"threads      {torch.get_num_threads()}",
         f"CUDA device  {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}",
         f"triton       {_version('triton') if _ext.has_triton() else 'not installed'}",
-        f"extension    {'fastliif._C loaded' if _ext.HAS_EXT else _ext.EXT_ERROR}",
+        f"extension    {_ext.describe()}",
         "backends (liif_query):",
     ]
     for name, (ok, reason) in availability().items():

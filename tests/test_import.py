@@ -158,3 +158,22 @@ def test_unavailable_backend_is_clear(backend):
     b = [torch.randn(3)]
     with pytest.raises(RuntimeError, match=f"{backend}.*not available"):
         fastliif.ops.liif_query(feat, coord, cell, w, b, backend=backend)
+
+
+def test_ext_off_is_the_torch_backend_without_a_word(tmp_path):
+    # FASTLIIF_EXT=off: no compiled kernels, no compile attempt, no notice (it was asked for)
+    code = textwrap.dedent("""
+        import torch, fastliif
+        from fastliif import _ext
+        from fastliif.ops._backends import resolve
+        assert not _ext.HAS_EXT and "FASTLIIF_EXT=off" in _ext.EXT_ERROR, _ext.EXT_ERROR
+        assert resolve("auto", torch.device("cpu"), torch.float32) == "torch"
+        assert not fastliif.ops.availability()["cpu"][0]
+        print("OK")
+    """)
+    env = dict(os.environ, FASTLIIF_EXT="off", FASTLIIF_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=str(tmp_path), timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stdout + proc.stderr
+    assert "fastliif:" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "cache").exists()

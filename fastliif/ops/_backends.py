@@ -35,7 +35,7 @@ def _cpu_status(op):
         return False, f"extension not built ({_ext.EXT_ERROR})"
     if not hasattr(torch.ops.fastliif, op):  # an extension built before this op existed
         return False, f"the built extension has no {op} kernel: rebuild (pip install --no-build-isolation -e .)"
-    return True, "compiled extension fastliif._C loaded"
+    return True, _ext.describe()
 
 
 @torch.compiler.assume_constant_result  # torch.compile cannot trace the dispatcher query; it is fixed per process
@@ -132,6 +132,8 @@ def choose(backend, device, dtype, op="liif_query", rejects=None):
     forced = backend == "auto" and env_backend() != "auto"
     if forced:
         backend = env_backend()
+    if device.type == "cpu" and backend in ("auto", "cpu") and dtype in CPU_DTYPES:
+        _ext.ensure()  # first use of the cpu backend: load or compile its kernels (see fastliif/_ext.py)
     avail = availability(op)
     if backend != "auto":
         ok, reason = avail[backend]
