@@ -131,3 +131,12 @@ def test_main_missing_deb_is_a_one_line_error(tmp_path, capsys):
     assert gp.main([str(tmp_path / "out"), "--deb", str(tmp_path / "nope.deb")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("get_photos: package file not found") and "\n" not in err
+
+
+def test_shell_wrapper_parses_and_names_the_packages():
+    import subprocess
+    script = os.path.join(ROOT, "scripts", "get_photos.sh")
+    assert subprocess.run(["bash", "-n", script]).returncode == 0
+    text = open(script).read()
+    for package in gp.PHOTOS:  # the wrapper downloads exactly the packages the preparation knows
+        assert package in text
