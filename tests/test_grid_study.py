@@ -60,3 +60,9 @@ def test_constant_input_interior_is_exactly_periodic():
     assert math.isfinite(p["interior_std"]) and p["interior_std"] > 0
     assert p["interior_periodic_rms"] == pytest.approx(p["interior_std"], rel=0.02)
     assert model.local_ensemble  # the probe puts the setting back
+
+
+def test_missing_crops_is_a_one_line_error(tmp_path, capsys):
+    assert gs.main(["--crops", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("grid_study: no PNG crops in") and "\n" not in err
