@@ -38,12 +38,17 @@ def _cpu_status(op):
     return True, _ext.describe()
 
 
-@torch.compiler.assume_constant_result  # torch.compile cannot trace the dispatcher query; it is fixed per process
 def _has_cuda_kernel(op):
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key(f"fastliif::{op}", "CUDA")
     except RuntimeError:  # the op itself is not in this build of the extension
         return False
+
+
+# torch.compile cannot trace the dispatcher query, and its answer is fixed per process: mark it
+# constant the way torch.compiler.assume_constant_result does, without calling that decorator,
+# which imports torch._dynamo (and with it Triton, ~2 s) at `import fastliif`.
+_has_cuda_kernel._dynamo_marked_constant = True
 
 
 def _cuda_status(op):
