@@ -70,9 +70,12 @@ def log(**row):
     row["t"] = round(time.time() - T0, 1)
     line = json.dumps(row, default=str)
     print(line, flush=True)
-    # appended line by line (not atomic by design): a killed phase keeps every finished row
-    with open(os.path.join(OUT, JSONL), "a") as f:
-        f.write(line + "\n")
+    # Row by row, so a killed phase keeps every finished row; each row rewrites the file through
+    # the package's one atomic writer (steps run one after another, so no row is lost to a race).
+    from fastliif import atomic
+    path = os.path.join(OUT, JSONL)
+    old = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    atomic.write_text(path, old + line + "\n")
 
 
 # ------------------------------------------------------------------------ autotune configurations

@@ -6,8 +6,7 @@ optimizer state.
 """
 import argparse
 
-import torch
-
+from fastliif.atomic import save_torch
 from fastliif.checkpoint import load_checkpoint, read_checkpoint
 
 
@@ -20,7 +19,7 @@ def main():
     extra = saved.get("fastliif") or {}
     blob = {"model": saved["model"], "epoch": saved.get("epoch"),
             "fastliif": {"config": extra.get("config"), "history": extra.get("history"), "source": args.src}}
-    torch.save(blob, args.dst)
+    save_torch(blob, args.dst)
     load_checkpoint(args.dst)  # it must load as the fused model
     n = sum(v.numel() for v in saved["model"]["sd"].values())
     print(f"wrote {args.dst}: {saved['model']['name']}, epoch {saved.get('epoch')}, {n:,} values")
