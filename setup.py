@@ -40,7 +40,7 @@ def extensions():
             os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;8.6;9.0"
         define.append(("WITH_CUDA", None))
         return [CUDAExtension(
-            "fastliif._C", sources + cuda_sources, define_macros=define,
+            "fastliif._C", sources + rel("csrc/cuda/*.cpp") + cuda_sources, define_macros=define,
             extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]},
             extra_link_args=["-fopenmp"], py_limited_api=True)]
     return [CppExtension(

@@ -14,34 +14,10 @@
 #include <vector>
 
 #include "../index_math.h"
+#include "../op_checks.h"
 
 namespace fastliif {
 namespace {
-
-struct Geometry {
-  int64_t N, C, H, W, k, s, p, taps, kc;  // taps = k*k*s*s, kc = kernel channels
-  bool per_channel;
-};
-
-Geometry geometry(const at::Tensor& image, const at::Tensor& kernel, int64_t k, int64_t s,
-                  bool per_channel) {
-  TORCH_CHECK(image.dim() == 4 && kernel.dim() == 4, "dynamic_conv: image and kernel must be 4-D");
-  TORCH_CHECK(k >= 1 && k % 2 == 1, "dynamic_conv: kernel_size must be odd and positive, got ", k);
-  TORCH_CHECK(s >= 1, "dynamic_conv: scale must be positive, got ", s);
-  Geometry g{image.size(0), image.size(1), image.size(2), image.size(3), k, s, (k - 1) / 2,
-             k * k * s * s, 0, per_channel};
-  g.kc = per_channel ? g.C * g.taps : g.taps;
-  TORCH_CHECK(kernel.size(0) == g.N && kernel.size(1) == g.kc && kernel.size(2) == g.H &&
-                  kernel.size(3) == g.W,
-              "dynamic_conv: kernel must be (", g.N, ", ", g.kc, ", ", g.H, ", ", g.W, "), got ",
-              kernel.sizes());
-  TORCH_CHECK(image.scalar_type() == kernel.scalar_type(), "dynamic_conv: dtype mismatch");
-  TORCH_CHECK(image.scalar_type() == at::kFloat || image.scalar_type() == at::kDouble,
-              "dynamic_conv (cpu): float32 or float64 only, got ", image.scalar_type());
-  TORCH_CHECK(image.device().is_cpu() && kernel.device().is_cpu(),
-              "dynamic_conv (cpu): tensors must be on the CPU");
-  return g;
-}
 
 // Columns x of a row for which x + dx stays inside [0, W).
 inline void valid_range(int64_t W, int64_t dx, int64_t& lo, int64_t& hi) {
@@ -179,7 +155,7 @@ void grad_image_rows(const Geometry& g, const T* ker, const T* dsub, T* dimg) {
 
 at::Tensor dynamic_conv_cpu(const at::Tensor& image_in, const at::Tensor& kernel_in,
                             int64_t kernel_size, int64_t scale, bool per_channel) {
-  const Geometry g = geometry(image_in, kernel_in, kernel_size, scale, per_channel);
+  const Geometry g = geometry(image_in, kernel_in, kernel_size, scale, per_channel, kCpu);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const at::Tensor image = image_in.contiguous(), kernel = kernel_in.contiguous();
   at::Tensor out = at::empty({g.N, g.C, g.H * g.s, g.W * g.s}, image.options());
@@ -196,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor> dynamic_conv_backward_cpu(const at::Tensor& g
                                                              const at::Tensor& kernel_in,
                                                              int64_t kernel_size, int64_t scale,
                                                              bool per_channel) {
-  const Geometry g = geometry(image_in, kernel_in, kernel_size, scale, per_channel);
+  const Geometry g = geometry(image_in, kernel_in, kernel_size, scale, per_channel, kCpu);
   TORCH_CHECK(grad_out_in.dim() == 4 && grad_out_in.size(0) == g.N && grad_out_in.size(1) == g.C &&
                   grad_out_in.size(2) == g.H * g.s && grad_out_in.size(3) == g.W * g.s,
               "dynamic_conv_backward: grad_out must be (", g.N, ", ", g.C, ", ", g.H * g.s, ", ",

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../index_math.h"
+#include "../op_checks.h"
 
 namespace fastliif {
 namespace {
@@ -121,47 +122,6 @@ void tile_forward(const Problem<T>& p, int64_t q0, int64_t tq, Scratch<T>& s) {
   }
 }
 
-void check_inputs(const at::Tensor& proj, const at::Tensor& coord,
-                  const std::optional<at::Tensor>& cell, const at::Tensor& w_rel,
-                  const at::Tensor& b1, at::TensorList weights, at::TensorList biases,
-                  bool cell_decode) {
-  TORCH_CHECK(proj.dim() == 4, "liif_query_core: proj must be (B, h, w, N1), got ", proj.sizes());
-  TORCH_CHECK(proj.size(1) > 0 && proj.size(2) > 0, "liif_query_core: empty feature map");
-  TORCH_CHECK(coord.dim() == 3 && coord.size(2) == 2 && coord.size(0) == proj.size(0),
-              "liif_query_core: coord must be (B, Q, 2) with B = ", proj.size(0), ", got ",
-              coord.sizes());
-  TORCH_CHECK(proj.scalar_type() == at::kFloat || proj.scalar_type() == at::kDouble,
-              "liif_query_core (cpu): float32 or float64 only, got ", proj.scalar_type());
-  const int64_t n1 = proj.size(3), nrel = cell_decode ? 4 : 2;
-  TORCH_CHECK(w_rel.dim() == 2 && w_rel.size(0) == n1 && w_rel.size(1) == nrel,
-              "liif_query_core: w_rel must be (", n1, ", ", nrel, "), got ", w_rel.sizes());
-  TORCH_CHECK(b1.dim() == 1 && b1.size(0) == n1, "liif_query_core: b1 must be (", n1, ")");
-  if (cell_decode) {
-    TORCH_CHECK(cell.has_value() && cell->sizes() == coord.sizes(),
-                "liif_query_core: cell must match coord's shape ", coord.sizes());
-  }
-  TORCH_CHECK(weights.size() == biases.size(), "liif_query_core: ", weights.size(),
-              " weights but ", biases.size(), " biases");
-  int64_t width = n1;
-  for (size_t l = 0; l < weights.size(); ++l) {
-    TORCH_CHECK(weights[l].dim() == 2 && weights[l].size(1) == width,
-                "liif_query_core: weights[", l, "] must have ", width, " input columns, got ",
-                weights[l].sizes());
-    TORCH_CHECK(biases[l].dim() == 1 && biases[l].size(0) == weights[l].size(0),
-                "liif_query_core: biases[", l, "] must be (", weights[l].size(0), ")");
-    width = weights[l].size(0);
-  }
-  std::vector<at::Tensor> all = {proj, coord, w_rel, b1};
-  if (cell_decode) all.push_back(*cell);
-  for (const auto& t : weights) all.push_back(t);
-  for (const auto& t : biases) all.push_back(t);
-  for (const auto& t : all) {
-    TORCH_CHECK(t.device().is_cpu(), "liif_query_core (cpu): all tensors must be on the CPU");
-    TORCH_CHECK(t.scalar_type() == proj.scalar_type(),
-                "liif_query_core: dtype mismatch, ", t.scalar_type(), " vs ", proj.scalar_type());
-  }
-}
-
 // Checked operands in the layout the kernels read (contiguous, w_rel transposed), with
 // internal ATen calls kept out of autograd.
 struct Operands {
@@ -174,7 +134,7 @@ struct Operands {
            const std::optional<at::Tensor>& cell_in, const at::Tensor& w_rel,
            const at::Tensor& b1_in, at::TensorList weights_in, at::TensorList biases_in,
            bool local_ensemble, bool decode_cell) {
-    check_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights_in, biases_in, decode_cell);
+    check_liif_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights_in, biases_in, decode_cell, kCpu);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     proj = proj_in.contiguous();
     coord = coord_in.contiguous();
