@@ -178,7 +178,8 @@ at::Tensor liif_query_core_cpu(const at::Tensor& proj_in, const at::Tensor& coor
                                const std::optional<at::Tensor>& cell_in,
                                const at::Tensor& w_rel, const at::Tensor& b1_in,
                                at::TensorList weights, at::TensorList biases,
-                               bool local_ensemble, bool cell_decode) {
+                               bool local_ensemble, bool cell_decode,
+                               c10::string_view /*precision: exact in the tensors' dtype on CPU*/) {
   const Operands o(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, local_ensemble,
                    cell_decode);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls are not recorded
@@ -214,7 +215,7 @@ liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& pr
                              const at::Tensor& coord_in, const std::optional<at::Tensor>& cell_in,
                              const at::Tensor& w_rel, const at::Tensor& b1_in,
                              at::TensorList weights, at::TensorList biases, bool local_ensemble,
-                             bool cell_decode) {
+                             bool cell_decode, c10::string_view /*precision*/) {
   const Operands o(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, local_ensemble,
                    cell_decode);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls are not recorded

@@ -18,10 +18,13 @@
 // per-block slice of a split buffer (plain read-modify-write: a block owns its slice) and a
 // second kernel sums the slices in block order: deterministic, no atomics.
 //
-// Precision: the FFMA path is exact fp32 and serves every Precision value today; the tensor-core
-// path for the hidden layers (tf32/bf16/fp16 operands, fp32 accumulation) is the next step and
-// plugs in at block_gemm (see README of issue 14 in the report). Results are therefore at least
-// as accurate as the requested precision.
+// Precision (LiifProblem::precision): "ieee" runs the hidden-layer GEMMs (forward, and the
+// backward's d(input) products) with exact fp32 FFMA; "tf32", "bf16", "fp16" run them on tensor
+// cores (mma.sync, operands rounded from the fp32 activations and weights as fragments are
+// loaded, fp32 accumulation). The first layer, the corner mix, the last layer and the parameter
+// gradients (dW = dz^T a) are fp32 FFMA in every mode.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include "../index_math.h"
@@ -63,6 +66,7 @@ struct Layout {
     tq = rows / (p.ensemble ? 4 : 1);
     ld = 0;
     for (int l = 0; l <= p.nl; ++l) ld = ld > p.width[l] ? ld : p.width[l];
+    ld += 4;  // rows 4 banks apart: the 8 rows of an mma fragment load hit distinct banks
     const int layers = p.nl > 0 ? p.nl : 1;  // act[0] .. act[nl-1] are kept for the backward
     nact = backward ? layers + 2 : 2;
     act = 0;
@@ -84,32 +88,64 @@ struct Layout {
 // or the ReLU mask of `mask` (backward). in/out/mask: shared memory, leading dimension ld.
 // Warp w owns rows (w % rgroups)*4 .. +3 and a 1/csplit share of the column blocks, so all 8
 // warps work for any rows in {4, 8, 16, 32}; lanes take columns lane + 32*j.
-__device__ void block_gemm(const float* in, float* out, const float* mask, int ld, int rows, int K, int N,
-                           const float* __restrict__ W, bool w_nk, const float* __restrict__ bias, bool relu,
-                           float* stage) {
+__device__ void load_chunk(int k0, float* buf, int K, int N, const float* __restrict__ W, bool w_nk) {
+  // buf[kk][n] = B(k0 + kk, n), zero past K
+  const int tid = threadIdx.x;
+  if (w_nk) {
+    for (int idx = tid; idx < N * kKc; idx += kThreads) {
+      const int n = idx / kKc, kk = idx % kKc, k = k0 + kk;  // consecutive threads: consecutive k
+      float* dst = buf + kk * kStageLd + n;
+      if (k < K) cp_async4(dst, W + static_cast<int64_t>(n) * K + k);
+      else *dst = 0.f;
+    }
+  } else {
+    for (int idx = tid; idx < N * kKc; idx += kThreads) {
+      const int kk = idx / N, n = idx % N, k = k0 + kk;  // consecutive threads: consecutive n
+      float* dst = buf + kk * kStageLd + n;
+      if (k < K) cp_async4(dst, W + static_cast<int64_t>(k) * N + n);
+      else *dst = 0.f;
+    }
+  }
+  cp_async_commit();
+}
+
+// Streams B through `stage` in kKc-row chunks, double-buffered, calling body(chunk, k0, kmax)
+// once each chunk has landed in shared memory.
+template <typename Body>
+__device__ __forceinline__ void stream_weights(int K, int N, const float* __restrict__ W, bool w_nk, float* stage,
+                                               Body body) {
+  const int nchunks = (K + kKc - 1) / kKc;
+  load_chunk(0, stage, K, N, W, w_nk);
+  for (int ch = 0; ch < nchunks; ++ch) {
+    const float* cur = stage + (ch & 1) * kKc * kStageLd;
+    if (ch + 1 < nchunks) {
+      load_chunk((ch + 1) * kKc, stage + ((ch + 1) & 1) * kKc * kStageLd, K, N, W, w_nk);
+      cp_async_wait<1>();  // this chunk landed; the next one is in flight
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();
+    const int k0 = ch * kKc;
+    body(cur, k0, K - k0 < kKc ? K - k0 : kKc);
+    __syncthreads();  // every warp is done with `cur` before it is refilled
+  }
+}
+
+__device__ __forceinline__ float epilogue(float v, int r, int n, int ld, const float* bias, bool relu,
+                                          const float* mask) {
+  if (bias) v += bias[n];
+  if (relu) v = im::relu(v);
+  if (mask) v = im::relu_grad(v, mask[r * ld + n]);
+  return v;
+}
+
+__device__ void gemm_ffma(const float* in, float* out, const float* mask, int ld, int rows, int K, int N,
+                          const float* __restrict__ W, bool w_nk, const float* __restrict__ bias, bool relu,
+                          float* stage) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int rgroups = rows / kRowsPerThread, csplit = kWarps / rgroups;
   const int r0 = (warp % rgroups) * kRowsPerThread, cs = warp / rgroups;
   const int jn = kColsPerThread / csplit;  // column blocks cs, cs + csplit, ... (< 8) of this warp
-
-  auto load_chunk = [&](int k0, float* buf) {  // buf[kk][n] = B(k0 + kk, n), zero past K
-    if (w_nk) {
-      for (int idx = tid; idx < N * kKc; idx += kThreads) {
-        const int n = idx / kKc, kk = idx % kKc, k = k0 + kk;  // consecutive threads: consecutive k
-        float* dst = buf + kk * kStageLd + n;
-        if (k < K) cp_async4(dst, W + static_cast<int64_t>(n) * K + k);
-        else *dst = 0.f;
-      }
-    } else {
-      for (int idx = tid; idx < N * kKc; idx += kThreads) {
-        const int kk = idx / N, n = idx % N, k = k0 + kk;  // consecutive threads: consecutive n
-        float* dst = buf + kk * kStageLd + n;
-        if (k < K) cp_async4(dst, W + static_cast<int64_t>(k) * N + n);
-        else *dst = 0.f;
-      }
-    }
-    cp_async_commit();
-  };
 
   float acc[kRowsPerThread][kColsPerThread];
 #pragma unroll
@@ -117,18 +153,7 @@ __device__ void block_gemm(const float* in, float* out, const float* mask, int l
 #pragma unroll
     for (int j = 0; j < kColsPerThread; ++j) acc[i][j] = 0.f;
 
-  const int nchunks = (K + kKc - 1) / kKc;
-  load_chunk(0, stage);
-  for (int ch = 0; ch < nchunks; ++ch) {
-    const float* cur = stage + (ch & 1) * kKc * kStageLd;
-    if (ch + 1 < nchunks) {
-      load_chunk((ch + 1) * kKc, stage + ((ch + 1) & 1) * kKc * kStageLd);
-      cp_async_wait<1>();  // this chunk landed; the next one is in flight
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();
-    const int k0 = ch * kKc, kmax = K - k0 < kKc ? K - k0 : kKc;
+  stream_weights(K, N, W, w_nk, stage, [&](const float* cur, int k0, int kmax) {
     for (int kk = 0; kk < kmax; ++kk) {
       float a[kRowsPerThread], b[kColsPerThread];
 #pragma unroll
@@ -140,21 +165,124 @@ __device__ void block_gemm(const float* in, float* out, const float* mask, int l
 #pragma unroll
         for (int j = 0; j < kColsPerThread; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
-    __syncthreads();  // every warp is done with `cur` before it is refilled
-  }
+  });
 #pragma unroll
   for (int j = 0; j < kColsPerThread; ++j) {
     const int n = lane + 32 * (cs + csplit * j);
     if (j >= jn || n >= N) continue;
-    const float bn = bias ? bias[n] : 0.f;
 #pragma unroll
-    for (int i = 0; i < kRowsPerThread; ++i) {
-      const int r = r0 + i;
-      float v = acc[i][j] + bn;
-      if (relu) v = im::relu(v);
-      if (mask) v = im::relu_grad(v, mask[r * ld + n]);
-      out[r * ld + n] = v;
+    for (int i = 0; i < kRowsPerThread; ++i) out[(r0 + i) * ld + n] = epilogue(acc[i][j], r0 + i, n, ld, bias, relu, mask);
+  }
+}
+
+// ------------------------------------------------------------------ block-wide GEMM (tensor cores)
+
+// mma.sync m16n8k8 (tf32) / m16n8k16 (bf16, fp16) with fp32 accumulation. Operands are rounded
+// from the fp32 activations and staged weights as the fragments are loaded (register layouts:
+// PTX ISA, "Matrix Fragments for mma.m16n8k8 / m16n8k16"); columns k >= K read as zero.
+__device__ __forceinline__ unsigned to_tf32(float x) {
+  unsigned r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return r;
+}
+template <Precision P>
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+  if constexpr (P == Precision::kBf16) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&v);
+  } else {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const unsigned*>(&v);
+  }
+}
+
+template <Precision P>
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  if constexpr (P == Precision::kTf32) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else if constexpr (P == Precision::kBf16) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+}
+
+constexpr int kMmaUnits = 8;  // (16 x 8) output tiles per warp: 2 x 32 tiles of a 32 x 256 output
+
+// Same contract as gemm_ffma. Warp w owns the output tiles w*upw .. w*upw + upw - 1, tile u =
+// (u / ntiles)-th 16-row block, (u % ntiles)-th 8-column block.
+template <Precision P>
+__device__ void gemm_mma(const float* in, float* out, const float* mask, int ld, int rows, int K, int N,
+                         const float* __restrict__ W, bool w_nk, const float* __restrict__ bias, bool relu,
+                         float* stage) {
+  constexpr int KS = P == Precision::kTf32 ? 8 : 16;  // k per mma
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int ntiles = (N + 7) / 8, units = ((rows + 15) / 16) * ntiles;
+  const int upw = (units + kWarps - 1) / kWarps, u0 = warp * upw;
+  float acc[kMmaUnits][4];
+#pragma unroll
+  for (int u = 0; u < kMmaUnits; ++u) acc[u][0] = acc[u][1] = acc[u][2] = acc[u][3] = 0.f;
+  stream_weights(K, N, W, w_nk, stage, [&](const float* cur, int k0, int kmax) {
+    for (int ks = 0; ks < kmax; ks += KS) {
+      // A element (row, col) of this k-step, zero past K (garbage columns must not reach the sum)
+      auto A = [&](int row, int col) { return row < rows && ks + col < kmax ? in[row * ld + k0 + ks + col] : 0.f; };
+      auto B = [&](int col, int n) { return cur[(ks + col) * kStageLd + n]; };  // zero-filled past K
+#pragma unroll
+      for (int u = 0; u < kMmaUnits; ++u) {
+        const int unit = u0 + u;
+        if (u >= upw || unit >= units) continue;
+        const int m0 = (unit / ntiles) * 16, n = (unit % ntiles) * 8 + g;
+        unsigned a[4], b[2];
+        if constexpr (P == Precision::kTf32) {
+          a[0] = to_tf32(A(m0 + g, t));
+          a[1] = to_tf32(A(m0 + g + 8, t));
+          a[2] = to_tf32(A(m0 + g, t + 4));
+          a[3] = to_tf32(A(m0 + g + 8, t + 4));
+          b[0] = to_tf32(B(t, n));
+          b[1] = to_tf32(B(t + 4, n));
+        } else {
+          a[0] = pack2<P>(A(m0 + g, 2 * t), A(m0 + g, 2 * t + 1));
+          a[1] = pack2<P>(A(m0 + g + 8, 2 * t), A(m0 + g + 8, 2 * t + 1));
+          a[2] = pack2<P>(A(m0 + g, 2 * t + 8), A(m0 + g, 2 * t + 9));
+          a[3] = pack2<P>(A(m0 + g + 8, 2 * t + 8), A(m0 + g + 8, 2 * t + 9));
+          b[0] = pack2<P>(B(2 * t, n), B(2 * t + 1, n));
+          b[1] = pack2<P>(B(2 * t + 8, n), B(2 * t + 9, n));
+        }
+        mma<P>(acc[u], a, b);
+      }
     }
+  });
+#pragma unroll
+  for (int u = 0; u < kMmaUnits; ++u) {
+    const int unit = u0 + u;
+    if (u >= upw || unit >= units) continue;
+    const int m0 = (unit / ntiles) * 16, n0 = (unit % ntiles) * 8 + 2 * t;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = m0 + g + (e >> 1) * 8, n = n0 + (e & 1);
+      if (r < rows && n < N) out[r * ld + n] = epilogue(acc[u][e], r, n, ld, bias, relu, mask);
+    }
+  }
+}
+
+// out = epilogue(in @ B) at the problem's precision: exact fp32 FFMA, or tensor cores.
+__device__ void block_gemm(Precision prec, const float* in, float* out, const float* mask, int ld, int rows, int K,
+                           int N, const float* __restrict__ W, bool w_nk, const float* __restrict__ bias, bool relu,
+                           float* stage) {
+  switch (prec) {
+    case Precision::kTf32: gemm_mma<Precision::kTf32>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
+    case Precision::kBf16: gemm_mma<Precision::kBf16>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
+    case Precision::kFp16: gemm_mma<Precision::kFp16>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
+    default: gemm_ffma(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage);
   }
 }
 
@@ -226,7 +354,7 @@ __device__ float* hidden_layers(const Tile& T, bool keep) {
   first_layer(T, cur);
   for (int l = 0; l + 1 < p.nl; ++l) {
     float* nxt = keep ? T.act(l + 1) : T.act((l + 1) & 1);
-    block_gemm(cur, nxt, nullptr, T.L.ld, T.L.rows, p.width[l], p.width[l + 1], p.W[l], true, p.b[l], true, stage);
+    block_gemm(p.precision, cur, nxt, nullptr, T.L.ld, T.L.rows, p.width[l], p.width[l + 1], p.W[l], true, p.b[l], true, stage);
     __syncthreads();
     cur = nxt;
   }
@@ -367,7 +495,7 @@ __global__ void __launch_bounds__(kThreads) liif_backward_kernel(LiifProblem p, 
     for (int l = nl - 2; l >= 0; --l) {
       accum_param_grad(T, slice + off.W[l], slice + off.b[l], dz, ld, T.act(l), ld, p.width[l + 1], p.width[l], false);
       // d(layer l's input) = dz @ W[l], through the ReLU that produced act(l)
-      block_gemm(dz, dprev, T.act(l), ld, L.rows, p.width[l + 1], p.width[l], p.W[l], false, nullptr, false, stage);
+      block_gemm(p.precision, dz, dprev, T.act(l), ld, L.rows, p.width[l + 1], p.width[l], p.W[l], false, nullptr, false, stage);
       __syncthreads();
       float* tmp = dz;
       dz = dprev;

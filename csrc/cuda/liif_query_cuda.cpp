@@ -17,6 +17,14 @@
 namespace fastliif {
 namespace {
 
+cuda::Precision parse_precision(c10::string_view s) {
+  if (s == "ieee") return cuda::Precision::kIeee;
+  if (s == "tf32") return cuda::Precision::kTf32;
+  if (s == "bf16") return cuda::Precision::kBf16;
+  if (s == "fp16") return cuda::Precision::kFp16;
+  TORCH_CHECK(false, "liif_query_core (cuda): precision must be one of ieee, tf32, bf16, fp16, got '", s, "'");
+}
+
 // float32 operands, kept alive for the kernel, and the kernel's view of them.
 struct CudaOperands {
   at::Tensor proj, coord, cell, w_rel, b1;
@@ -25,7 +33,7 @@ struct CudaOperands {
 
   CudaOperands(const at::Tensor& proj_in, const at::Tensor& coord_in, const std::optional<at::Tensor>& cell_in,
                const at::Tensor& w_rel_in, const at::Tensor& b1_in, at::TensorList weights_in,
-               at::TensorList biases_in, bool local_ensemble, bool cell_decode) {
+               at::TensorList biases_in, bool local_ensemble, bool cell_decode, c10::string_view precision) {
     check_liif_inputs(proj_in, coord_in, cell_in, w_rel_in, b1_in, weights_in, biases_in, cell_decode, kCudaLiif);
     const int64_t nl = static_cast<int64_t>(weights_in.size());
     TORCH_CHECK(nl <= cuda::kLiifMaxLayers, "liif_query_core (cuda): at most ", cuda::kLiifMaxLayers,
@@ -61,16 +69,16 @@ struct CudaOperands {
     p.Q = coord.size(1);
     p.h = proj.size(1);
     p.w = proj.size(2);
-    p.precision = cuda::Precision::kIeee;  // the FFMA path serves every precision today
+    p.precision = parse_precision(precision);
   }
 };
 
 at::Tensor liif_query_core_cuda(const at::Tensor& proj, const at::Tensor& coord,
                                 const std::optional<at::Tensor>& cell, const at::Tensor& w_rel,
                                 const at::Tensor& b1, at::TensorList weights, at::TensorList biases,
-                                bool local_ensemble, bool cell_decode) {
+                                bool local_ensemble, bool cell_decode, c10::string_view precision) {
   const c10::cuda::CUDAGuard guard(proj.device());
-  const CudaOperands o(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode);
+  const CudaOperands o(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode, precision);
   at::Tensor out = at::empty({o.p.B, o.p.Q, o.p.width[o.p.nl]}, o.proj.options());
   check_cuda(cuda::liif_query_forward(o.p, out.data_ptr<float>(), c10::cuda::getCurrentCUDAStream().stream()),
              "liif_query_core");
@@ -81,9 +89,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vec
 liif_query_core_backward_cuda(const at::Tensor& grad_out_in, const at::Tensor& proj, const at::Tensor& coord,
                               const std::optional<at::Tensor>& cell, const at::Tensor& w_rel, const at::Tensor& b1,
                               at::TensorList weights, at::TensorList biases, bool local_ensemble,
-                              bool cell_decode) {
+                              bool cell_decode, c10::string_view precision) {
   const c10::cuda::CUDAGuard guard(proj.device());
-  const CudaOperands o(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode);
+  const CudaOperands o(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode, precision);
   const cuda::LiifProblem& p = o.p;
   const int64_t out_dim = p.width[p.nl];
   TORCH_CHECK(grad_out_in.dim() == 3 && grad_out_in.size(0) == p.B && grad_out_in.size(1) == p.Q &&

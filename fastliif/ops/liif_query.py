@@ -126,7 +126,7 @@ def liif_query(feat, coord, cell, weights, biases, *, feat_unfold=True, local_en
             last, ReLU between layers; weights[0] has C*9 (C without unfolding) + 2 (+ 2)
             input columns.
         backend: "auto" | "torch" | "cpu" | "triton" (| "cuda" when available).
-        precision: triton backend only: "ieee" | "tf32" | "bf16" | "fp16"; default follows
+        precision: triton and cuda backends: "ieee" | "tf32" | "bf16" | "fp16"; default follows
             PyTorch's matmul-precision and autocast settings (see dot_precision).
 
     Returns (B, Q, out_dim). Gradients flow to feat, weights and biases; coord and cell
@@ -170,6 +170,10 @@ def _liif_query(feat, coord, cell, weights, biases, feat_unfold, local_ensemble,
     if name == "triton":
         return _query_triton(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:], local_ensemble,
                              dot_precision(feat.dtype, feat.device, precision))
+    if name == "cuda":
+        return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
+                                                  local_ensemble, cell_decode,
+                                                  dot_precision(feat.dtype, feat.device, precision))
     if name == "cpu":
         return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, biases[0], weights[1:], biases[1:],
                                                   local_ensemble, cell_decode)
