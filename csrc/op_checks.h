@@ -16,17 +16,18 @@ struct BackendSpec {
   const char* device_name;  // for messages
   const char* dtypes;       // for messages
   at::ScalarType ok[4];
+  bool float32_coords;      // coord and cell may be float32 whatever proj's dtype (read as float32)
 
   bool dtype_ok(at::ScalarType t) const { return t == ok[0] || t == ok[1] || t == ok[2] || t == ok[3]; }
 };
 
 inline const BackendSpec kCpu{"cpu", at::kCPU, "CPU", "float32 or float64",
-                              {at::kFloat, at::kDouble, at::kDouble, at::kDouble}};
+                              {at::kFloat, at::kDouble, at::kDouble, at::kDouble}, false};
 // CUDA kernels compute in float32 (dynamic_conv also float64); bf16/fp16 storage is widened by the glue.
 inline const BackendSpec kCudaLiif{"cuda", at::kCUDA, "CUDA", "float32, bfloat16 or float16",
-                                   {at::kFloat, at::kBFloat16, at::kHalf, at::kHalf}};
+                                   {at::kFloat, at::kBFloat16, at::kHalf, at::kHalf}, true};
 inline const BackendSpec kCudaDconv{"cuda", at::kCUDA, "CUDA", "float32, float64, bfloat16 or float16",
-                                    {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf}};
+                                    {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf}, false};
 
 inline void check_liif_inputs(const at::Tensor& proj, const at::Tensor& coord,
                               const std::optional<at::Tensor>& cell, const at::Tensor& w_rel,
@@ -58,8 +59,15 @@ inline void check_liif_inputs(const at::Tensor& proj, const at::Tensor& coord,
                 "liif_query_core: biases[", l, "] must be (", weights[l].size(0), ")");
     width = weights[l].size(0);
   }
-  std::vector<at::Tensor> all = {proj, coord, w_rel, b1};
-  if (cell_decode) all.push_back(*cell);
+  std::vector<at::Tensor> all = {proj, w_rel, b1};
+  std::vector<at::Tensor> coords = {coord};
+  if (cell_decode) coords.push_back(*cell);
+  for (const auto& t : coords) {
+    TORCH_CHECK(t.scalar_type() == proj.scalar_type() || (be.float32_coords && t.scalar_type() == at::kFloat),
+                "liif_query_core: dtype mismatch, ", t.scalar_type(), " vs ", proj.scalar_type());
+    TORCH_CHECK(t.device() == proj.device(), "liif_query_core (", be.name, "): all tensors must be on one ",
+                be.device_name, " device");
+  }
   for (const auto& t : weights) all.push_back(t);
   for (const auto& t : biases) all.push_back(t);
   for (const auto& t : all) {

@@ -533,30 +533,41 @@ bool valid(const LiifProblem& p) {
   return true;
 }
 
-// Largest tile (rows in {32, 16, 8, 4}, at least one query) whose shared memory fits the device.
-cudaError_t pick_rows(const LiifProblem& p, bool backward, int* rows, size_t* bytes) {
-  int dev = 0, limit = 0;
+// How a launch runs: tile rows, dynamic shared memory, persistent grid size.
+struct Plan {
+  int rows = 0, blocks = 0;
+  size_t bytes = 0;
+};
+
+// The largest tile (rows in {32, 16, 8, 4}, at least one query) whose shared memory fits the
+// device, and as many blocks as can be resident at once (never more than there are tiles).
+// The grid is a function of the problem and the device only, so the backward's block-ordered
+// sum of the split buffers is reproducible.
+cudaError_t make_plan(const LiifProblem& p, bool backward, Plan* plan) {
+  int dev = 0, limit = 0, sms = 0, per_sm = 0;
   cudaError_t e = cudaGetDevice(&dev);
-  if (e != cudaSuccess) return e;
-  e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (e != cudaSuccess) return e;
   const int nc = p.ensemble ? 4 : 1;
   for (int r = kMaxRows; r >= nc && r >= kRowsPerThread; r /= 2) {
     const Layout L(p, r, backward);
     if (L.bytes() <= static_cast<size_t>(limit)) {
-      *rows = r;
-      *bytes = L.bytes();
-      return cudaSuccess;
+      plan->rows = r;
+      plan->bytes = L.bytes();
+      break;
     }
   }
-  return cudaErrorInvalidConfiguration;  // even the smallest tile does not fit (too many layers)
-}
-
-int grid_blocks(int64_t ntiles) {
-  int dev = 0, sms = 1;
-  if (cudaGetDevice(&dev) == cudaSuccess) cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  const int64_t want = static_cast<int64_t>(sms) * 2;  // persistent: two resident blocks per SM at most
-  return static_cast<int>(ntiles < want ? ntiles : want);
+  if (plan->rows == 0) return cudaErrorInvalidConfiguration;  // too many layers for one tile
+  const void* kernel = backward ? reinterpret_cast<const void*>(liif_backward_kernel)
+                                : reinterpret_cast<const void*>(liif_forward_kernel);
+  e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(plan->bytes));
+  if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, plan->bytes);
+  if (e != cudaSuccess) return e;
+  const int64_t tq = plan->rows / nc, ntiles = (p.B * p.Q + tq - 1) / tq;
+  const int64_t resident = static_cast<int64_t>(sms) * (per_sm > 0 ? per_sm : 1);
+  plan->blocks = static_cast<int>(ntiles < resident ? (ntiles > 0 ? ntiles : 1) : resident);
+  return cudaSuccess;
 }
 
 }  // namespace
@@ -564,21 +575,18 @@ int grid_blocks(int64_t ntiles) {
 int64_t liif_param_count(const LiifProblem& p) { return ParamOffsets(p).total; }
 
 int64_t liif_backward_workspace(const LiifProblem& p) {
-  const int64_t nq = p.B * p.Q, tq = kMaxRows / (p.ensemble ? 4 : 1);
-  return static_cast<int64_t>(grid_blocks((nq + tq - 1) / tq > 0 ? (nq + tq - 1) / tq : 1)) * ParamOffsets(p).total;
+  Plan plan;
+  if (!valid(p) || make_plan(p, true, &plan) != cudaSuccess) return 0;  // the backward reports the error
+  return static_cast<int64_t>(plan.blocks) * ParamOffsets(p).total;
 }
 
 cudaError_t liif_query_forward(const LiifProblem& p, float* out, cudaStream_t stream) {
   if (!valid(p)) return cudaErrorInvalidValue;
   if (p.B * p.Q == 0) return cudaSuccess;
-  int rows = 0;
-  size_t bytes = 0;
-  cudaError_t e = pick_rows(p, false, &rows, &bytes);
+  Plan plan;
+  const cudaError_t e = make_plan(p, false, &plan);
   if (e != cudaSuccess) return e;
-  e = cudaFuncSetAttribute(liif_forward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
-  if (e != cudaSuccess) return e;
-  const int64_t tq = rows / (p.ensemble ? 4 : 1), ntiles = (p.B * p.Q + tq - 1) / tq;
-  liif_forward_kernel<<<grid_blocks(ntiles), kThreads, bytes, stream>>>(p, out, rows);
+  liif_forward_kernel<<<plan.blocks, kThreads, plan.bytes, stream>>>(p, out, plan.rows);
   return cudaGetLastError();
 }
 
@@ -586,25 +594,18 @@ cudaError_t liif_query_backward(const LiifProblem& p, const float* grad_out, flo
                                 float* workspace, cudaStream_t stream) {
   if (!valid(p)) return cudaErrorInvalidValue;
   const int64_t np = liif_param_count(p);
-  const int64_t nq = p.B * p.Q;
-  if (nq == 0) return cudaMemsetAsync(grad_params, 0, np * sizeof(float), stream);
-  int rows = 0;
-  size_t bytes = 0;
-  cudaError_t e = pick_rows(p, true, &rows, &bytes);
+  if (p.B * p.Q == 0) return cudaMemsetAsync(grad_params, 0, np * sizeof(float), stream);
+  Plan plan;
+  cudaError_t e = make_plan(p, true, &plan);  // the same plan liif_backward_workspace sized
   if (e != cudaSuccess) return e;
-  e = cudaFuncSetAttribute(liif_backward_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  e = cudaMemsetAsync(workspace, 0, static_cast<size_t>(plan.blocks) * np * sizeof(float), stream);
   if (e != cudaSuccess) return e;
-  // the workspace was sized for 32-row tiles; smaller tiles only mean more tiles per block
-  const int64_t tq = kMaxRows / (p.ensemble ? 4 : 1);
-  const int blocks = grid_blocks((nq + tq - 1) / tq);
-  e = cudaMemsetAsync(workspace, 0, static_cast<size_t>(blocks) * np * sizeof(float), stream);
-  if (e != cudaSuccess) return e;
-  liif_backward_kernel<<<blocks, kThreads, bytes, stream>>>(p, grad_out, grad_proj, workspace, rows);
+  liif_backward_kernel<<<plan.blocks, kThreads, plan.bytes, stream>>>(p, grad_out, grad_proj, workspace, plan.rows);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   const int64_t rblocks = (np + kThreads - 1) / kThreads;
-  sum_slices_kernel<<<static_cast<int>(rblocks < 4096 ? rblocks : 4096), kThreads, 0, stream>>>(workspace, blocks, np,
-                                                                                               grad_params);
+  sum_slices_kernel<<<static_cast<int>(rblocks < 4096 ? rblocks : 4096), kThreads, 0, stream>>>(
+      workspace, plan.blocks, np, grad_params);
   return cudaGetLastError();
 }
 
