@@ -11,7 +11,9 @@
 // of its group, d(image) per image element sums over the k*k taps and s*s sub-pixels that read it.
 // Index order (tap b*k + a, pixel_shuffle sub-pixels) comes from csrc/index_math.h, shared
 // with the CPU kernel.
+#ifndef FASTLIIF_CUDA_EMULATION
 #include <cuda_runtime.h>
+#endif
 
 #include "../index_math.h"
 #include "kernels.h"
@@ -165,7 +167,7 @@ cudaError_t dynamic_conv_forward(const T* image, const T* kernel, T* out, DcShap
   cc = cc < CC ? cc : CC;
   const dim3 block(TX, TY), grid((g.W + TX - 1) / TX, (g.H + TY - 1) / TY, g.N);
   if (grid.y > 65535) return cudaErrorInvalidValue;
-  dc_forward_kernel<T><<<grid, block, cc * tile_bytes, stream>>>(image, kernel, out, g, cc);
+  FL_LAUNCH(dc_forward_kernel<T>, grid, block, cc * tile_bytes, stream, image, kernel, out, g, cc);
   return cudaGetLastError();
 }
 
@@ -175,8 +177,8 @@ cudaError_t dynamic_conv_backward(const T* grad_out, const T* image, const T* ke
   if (!valid(g)) return cudaErrorInvalidValue;
   const int64_t taps = g.k * g.k * g.s * g.s, kc = g.per_channel ? g.C * taps : taps;
   const int64_t nk = g.N * kc * g.H * g.W, ni = g.N * g.C * g.H * g.W;
-  if (nk > 0) dc_grad_kernel_kernel<T><<<grid_for(nk), kThreads, 0, stream>>>(grad_out, image, grad_kernel, g);
-  if (ni > 0) dc_grad_image_kernel<T><<<grid_for(ni), kThreads, 0, stream>>>(grad_out, kernel, grad_image, g);
+  if (nk > 0) FL_LAUNCH(dc_grad_kernel_kernel<T>, grid_for(nk), kThreads, 0, stream, grad_out, image, grad_kernel, g);
+  if (ni > 0) FL_LAUNCH(dc_grad_image_kernel<T>, grid_for(ni), kThreads, 0, stream, grad_out, kernel, grad_image, g);
   return cudaGetLastError();
 }
 

@@ -3,8 +3,12 @@
 // and lays out the tensors, calls these and turns a returned cudaError_t into an exception.
 #pragma once
 
-#include <cuda_runtime_api.h>
 #include <stdint.h>
+#ifndef FASTLIIF_CUDA_EMULATION  // tests/native/cuda_emu.h stands in for the runtime on CPU
+#include <cuda_runtime_api.h>
+// kernel<<<grid, block, smem, stream>>>(args), spelled so the CPU emulation can launch it too
+#define FL_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<grid, block, smem, stream>>>(__VA_ARGS__)
+#endif
 
 namespace fastliif {
 namespace cuda {

@@ -23,9 +23,11 @@
 // cores (mma.sync, operands rounded from the fp32 activations and weights as fragments are
 // loaded, fp32 accumulation). The first layer, the corner mix, the last layer and the parameter
 // gradients (dW = dz^T a) are fp32 FFMA in every mode.
+#ifndef FASTLIIF_CUDA_EMULATION
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#endif
 
 #include "../index_math.h"
 #include "kernels.h"
@@ -44,6 +46,7 @@ constexpr int kStageLd = kLiifMaxWidth + 1;  // +1 float: lanes of a warp hit di
 
 // ------------------------------------------------------------------ cp.async helpers (sm_80+)
 
+#ifndef FASTLIIF_CUDA_EMULATION
 __device__ __forceinline__ void cp_async4(float* smem, const float* gmem) {
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(gmem));
@@ -51,6 +54,12 @@ __device__ __forceinline__ void cp_async4(float* smem, const float* gmem) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+#else  // CPU emulation (tests): a synchronous copy
+inline void cp_async4(float* smem, const float* gmem) { *smem = *gmem; }
+inline void cp_async_commit() {}
+template <int N>
+inline void cp_async_wait() {}
+#endif
 
 // ------------------------------------------------------------------ shared-memory layout
 
@@ -175,6 +184,7 @@ __device__ void gemm_ffma(const float* in, float* out, const float* mask, int ld
   }
 }
 
+#ifndef FASTLIIF_CUDA_EMULATION  // no tensor cores in the CPU emulation: every precision runs FFMA there
 // ------------------------------------------------------------------ block-wide GEMM (tensor cores)
 
 // mma.sync m16n8k8 (tf32) / m16n8k16 (bf16, fp16) with fp32 accumulation. Operands are rounded
@@ -274,16 +284,23 @@ __device__ void gemm_mma(const float* in, float* out, const float* mask, int ld,
   }
 }
 
+#endif
+
 // out = epilogue(in @ B) at the problem's precision: exact fp32 FFMA, or tensor cores.
 __device__ void block_gemm(Precision prec, const float* in, float* out, const float* mask, int ld, int rows, int K,
                            int N, const float* __restrict__ W, bool w_nk, const float* __restrict__ bias, bool relu,
                            float* stage) {
+#ifndef FASTLIIF_CUDA_EMULATION
   switch (prec) {
     case Precision::kTf32: gemm_mma<Precision::kTf32>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
     case Precision::kBf16: gemm_mma<Precision::kBf16>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
     case Precision::kFp16: gemm_mma<Precision::kFp16>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
     default: gemm_ffma(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage);
   }
+#else
+  (void)prec;
+  gemm_ffma(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage);
+#endif
 }
 
 // ------------------------------------------------------------------ per-tile pieces
@@ -586,7 +603,7 @@ cudaError_t liif_query_forward(const LiifProblem& p, float* out, cudaStream_t st
   Plan plan;
   const cudaError_t e = make_plan(p, false, &plan);
   if (e != cudaSuccess) return e;
-  liif_forward_kernel<<<plan.blocks, kThreads, plan.bytes, stream>>>(p, out, plan.rows);
+  FL_LAUNCH(liif_forward_kernel, plan.blocks, kThreads, plan.bytes, stream, p, out, plan.rows);
   return cudaGetLastError();
 }
 
@@ -600,11 +617,11 @@ cudaError_t liif_query_backward(const LiifProblem& p, const float* grad_out, flo
   if (e != cudaSuccess) return e;
   e = cudaMemsetAsync(workspace, 0, static_cast<size_t>(plan.blocks) * np * sizeof(float), stream);
   if (e != cudaSuccess) return e;
-  liif_backward_kernel<<<plan.blocks, kThreads, plan.bytes, stream>>>(p, grad_out, grad_proj, workspace, plan.rows);
+  FL_LAUNCH(liif_backward_kernel, plan.blocks, kThreads, plan.bytes, stream, p, grad_out, grad_proj, workspace, plan.rows);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   const int64_t rblocks = (np + kThreads - 1) / kThreads;
-  sum_slices_kernel<<<static_cast<int>(rblocks < 4096 ? rblocks : 4096), kThreads, 0, stream>>>(
+  FL_LAUNCH(sum_slices_kernel, static_cast<int>(rblocks < 4096 ? rblocks : 4096), kThreads, 0, stream, 
       workspace, plan.blocks, np, grad_params);
   return cudaGetLastError();
 }
