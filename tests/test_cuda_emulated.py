@@ -2,10 +2,11 @@
 the CUDA runtime (tests/native/cuda_emu.h: a std::thread per CUDA thread, barriers for
 __syncthreads, blocks one at a time, a 3-"SM" device so persistent blocks loop over tiles).
 
-This runs the exact-fp32 paths (FFMA GEMMs, tiling, shared-memory layout, ragged tiles, the
-split-buffer gradient reduction, the gathers of dynamic_conv) against the CPU kernels without a
-GPU. It cannot show timing, races the hardware would expose, the tensor-core (mma.sync) and
-cp.async instructions (compiled out here), or anything about real occupancy: that is
+This runs the kernels' logic (FFMA GEMMs, tiling, shared-memory layout, ragged tiles, the
+split-buffer gradient reduction, the gathers of dynamic_conv, and the tensor-core path's fragment
+indexing against a software mma.sync written from the PTX fragment tables) against the CPU
+kernels without a GPU. It cannot show timing, races the hardware would expose, the real
+mma.sync/cp.async instructions (stand-ins here), or occupancy: that is
 tests/test_cuda_backend.py's job on a GPU.
 """
 import ctypes
@@ -91,7 +92,7 @@ def test_emulated_liif_forward_and_backward_match_cpu(emu, flags, hidden, shape)
     want = torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, b1, Ws, bs, ensemble, cell is not None)
     args, keep, widths = liif_args(*ops)
     out = torch.full(want.shape, float("nan"))
-    assert emu.emu_liif_forward(*args, ptr(out)) == 0
+    assert emu.emu_liif_forward(*args, 0, ptr(out)) == 0
     torch.testing.assert_close(out, want, rtol=2e-5, atol=2e-6)
 
     g = torch.randn(want.shape)
@@ -101,7 +102,7 @@ def test_emulated_liif_forward_and_backward_match_cpu(emu, flags, hidden, shape)
     emu.emu_liif_param_count.restype = I64
     n_params = emu.emu_liif_param_count((ctypes.c_int * len(widths))(*widths), len(Ws), 4 if cell is not None else 2)
     grad_params = torch.full((n_params,), float("nan"))
-    assert emu.emu_liif_backward(*args, ptr(g), ptr(grad_proj), ptr(grad_params)) == 0
+    assert emu.emu_liif_backward(*args, 0, ptr(g), ptr(grad_proj), ptr(grad_params)) == 0
     expected = torch.cat([t.reshape(-1) for pair in zip(gw, gb) for t in pair] if Ws else [torch.empty(0)])
     expected = torch.cat([gwr.reshape(-1), gb1.reshape(-1), expected])
     torch.testing.assert_close(grad_params, expected, rtol=1e-4, atol=1e-5)
@@ -127,3 +128,34 @@ def test_emulated_dynamic_conv_matches_cpu(emu, mode, N, C, H, W, k, s):
     torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gi, want_gi, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gk, want_gk, rtol=1e-5, atol=1e-5)
+
+
+# (precision code, bound on max |error| / max |reference|): operand rounding of 2^-11 (tf32, fp16)
+# or 2^-8 (bf16) through three 32-wide layers
+REDUCED = [(1, 2e-3), (2, 2e-2), (3, 2e-3)]
+
+
+@pytest.mark.parametrize("precision,tol", REDUCED, ids=["tf32", "bf16", "fp16"])
+@pytest.mark.parametrize("hidden", [[32, 32, 32], [24, 40]])
+def test_emulated_tensor_core_path(emu, precision, tol, hidden):
+    flags = (True, True, True)
+    ops = operands(flags, 4, hidden, 2, 3, 5, 70, seed=11)
+    proj, coord, cell, w_rel, b1, Ws, bs, ensemble = ops
+    want = torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, b1, Ws, bs, ensemble, True)
+    args, keep, widths = liif_args(*ops)
+    out, exact = torch.full(want.shape, float("nan")), torch.full(want.shape, float("nan"))
+    assert emu.emu_liif_forward(*args, precision, ptr(out)) == 0
+    assert emu.emu_liif_forward(*args, 0, ptr(exact)) == 0
+    err = ((out - want).abs().max() / want.abs().max()).item()
+    assert err <= tol, f"forward error {err:.2e}"
+    assert not torch.equal(out, exact), "reduced precision gave the exact result: the mma path did not run"
+    g = torch.randn(want.shape)
+    gp = torch.ops.fastliif.liif_query_core_backward(g, proj, coord, cell, w_rel, b1, Ws, bs, ensemble, True)[0]
+    grad_proj = torch.zeros_like(proj)
+    emu.emu_liif_param_count.restype = I64
+    n_params = emu.emu_liif_param_count((ctypes.c_int * len(widths))(*widths), len(Ws), 4)
+    grad_params = torch.full((n_params,), float("nan"))
+    assert emu.emu_liif_backward(*args, precision, ptr(g), ptr(grad_proj), ptr(grad_params)) == 0
+    assert torch.isfinite(grad_params).all()
+    err = ((grad_proj - gp).norm() / gp.norm()).item()
+    assert err <= 10 * tol, f"grad proj error {err:.2e}"

@@ -184,12 +184,12 @@ __device__ void gemm_ffma(const float* in, float* out, const float* mask, int ld
   }
 }
 
-#ifndef FASTLIIF_CUDA_EMULATION  // no tensor cores in the CPU emulation: every precision runs FFMA there
 // ------------------------------------------------------------------ block-wide GEMM (tensor cores)
 
 // mma.sync m16n8k8 (tf32) / m16n8k16 (bf16, fp16) with fp32 accumulation. Operands are rounded
 // from the fp32 activations and staged weights as the fragments are loaded (register layouts:
 // PTX ISA, "Matrix Fragments for mma.m16n8k8 / m16n8k16"); columns k >= K read as zero.
+#ifndef FASTLIIF_CUDA_EMULATION  // tests/native/cuda_emu.h has software stand-ins for these three
 __device__ __forceinline__ unsigned to_tf32(float x) {
   unsigned r;
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
@@ -225,6 +225,8 @@ __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
 }
+
+#endif  // FASTLIIF_CUDA_EMULATION
 
 constexpr int kMmaUnits = 8;  // (16 x 8) output tiles per warp: 2 x 32 tiles of a 32 x 256 output
 
@@ -284,23 +286,16 @@ __device__ void gemm_mma(const float* in, float* out, const float* mask, int ld,
   }
 }
 
-#endif
-
 // out = epilogue(in @ B) at the problem's precision: exact fp32 FFMA, or tensor cores.
 __device__ void block_gemm(Precision prec, const float* in, float* out, const float* mask, int ld, int rows, int K,
                            int N, const float* __restrict__ W, bool w_nk, const float* __restrict__ bias, bool relu,
                            float* stage) {
-#ifndef FASTLIIF_CUDA_EMULATION
   switch (prec) {
     case Precision::kTf32: gemm_mma<Precision::kTf32>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
     case Precision::kBf16: gemm_mma<Precision::kBf16>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
     case Precision::kFp16: gemm_mma<Precision::kFp16>(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage); break;
     default: gemm_ffma(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage);
   }
-#else
-  (void)prec;
-  gemm_ffma(in, out, mask, ld, rows, K, N, W, w_nk, bias, relu, stage);
-#endif
 }
 
 // ------------------------------------------------------------------ per-tile pieces
