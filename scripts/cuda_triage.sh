@@ -18,7 +18,7 @@ python3 -c "import torch, fastliif.ops as o; print(o.availability()['cuda'])" | 
 step nvcc_check
 bash scripts/nvcc_check.sh 2>&1 | tee "$OUT/cuda_nvcc_check.log"
 step tests
-python3 -m pytest tests/test_cuda_backend.py tests/test_index_math.py -q -x -rs 2>&1 | tee "$OUT/cuda_pytest.log"
+python3 -m pytest tests/test_cuda_backend.py tests/test_cuda_emulated.py tests/test_index_math.py -q -x -rs 2>&1 | tee "$OUT/cuda_pytest.log"
 step speed
 if [ -f benchmarks/gpu_report.py ]; then
     python3 benchmarks/gpu_report.py --out "$OUT" 2>&1 | tee "$OUT/cuda_gpu_report.log"
