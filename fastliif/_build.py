@@ -27,7 +27,9 @@ def cpu_sources(csrc):
 
 
 def cuda_sources(csrc):
-    return _glob(csrc, os.path.join("cuda", "*.cu"))
+    """The sources compiled when CUDA is wanted: the kernels (csrc/cuda/*.cu, torch-free) and
+    their torch glue (csrc/cuda/*.cpp, which registers them for the CUDA dispatch key)."""
+    return _glob(csrc, os.path.join("cuda", "*.cu")) + _glob(csrc, os.path.join("cuda", "*.cpp"))
 
 
 def _flag(environ, name):

@@ -13,33 +13,11 @@
 #include <algorithm>
 #include <vector>
 
+#include "../index_math.h"
+#include "../op_checks.h"
+
 namespace fastliif {
 namespace {
-
-struct Geometry {
-  int64_t N, C, H, W, k, s, p, taps, kc;  // taps = k*k*s*s, kc = kernel channels
-  bool per_channel;
-};
-
-Geometry geometry(const at::Tensor& image, const at::Tensor& kernel, int64_t k, int64_t s,
-                  bool per_channel) {
-  TORCH_CHECK(image.dim() == 4 && kernel.dim() == 4, "dynamic_conv: image and kernel must be 4-D");
-  TORCH_CHECK(k >= 1 && k % 2 == 1, "dynamic_conv: kernel_size must be odd and positive, got ", k);
-  TORCH_CHECK(s >= 1, "dynamic_conv: scale must be positive, got ", s);
-  Geometry g{image.size(0), image.size(1), image.size(2), image.size(3), k, s, (k - 1) / 2,
-             k * k * s * s, 0, per_channel};
-  g.kc = per_channel ? g.C * g.taps : g.taps;
-  TORCH_CHECK(kernel.size(0) == g.N && kernel.size(1) == g.kc && kernel.size(2) == g.H &&
-                  kernel.size(3) == g.W,
-              "dynamic_conv: kernel must be (", g.N, ", ", g.kc, ", ", g.H, ", ", g.W, "), got ",
-              kernel.sizes());
-  TORCH_CHECK(image.scalar_type() == kernel.scalar_type(), "dynamic_conv: dtype mismatch");
-  TORCH_CHECK(image.scalar_type() == at::kFloat || image.scalar_type() == at::kDouble,
-              "dynamic_conv (cpu): float32 or float64 only, got ", image.scalar_type());
-  TORCH_CHECK(image.device().is_cpu() && kernel.device().is_cpu(),
-              "dynamic_conv (cpu): tensors must be on the CPU");
-  return g;
-}
 
 // Columns x of a row for which x + dx stays inside [0, W).
 inline void valid_range(int64_t W, int64_t dx, int64_t& lo, int64_t& hi) {
@@ -52,8 +30,8 @@ inline void valid_range(int64_t W, int64_t dx, int64_t& lo, int64_t& hi) {
 // visiting them row by row touches a new page per row (TLB misses, no prefetch). The loops
 // below therefore take blocks of ROWS pixel rows (forward, d(image)) or whole planes
 // (d(kernel)) per kernel channel, keep channels innermost, and never revisit a kernel row.
-#define KROW(base, c, tapsub) \
-  ((base) + (n * g.kc + (g.per_channel ? (c) * g.taps : 0) + (tapsub)) * HW + y * W)
+#define KROW(base, c, tap, sub) \
+  ((base) + (n * g.kc + im::dc_kernel_channel((c), (tap), (sub), g.taps, ss, g.per_channel)) * HW + y * W)
 
 constexpr int64_t ROWS = 8;  // pixel rows per task: 8 contiguous rows of each kernel plane
 
@@ -71,13 +49,13 @@ void forward_rows(const Geometry& g, const T* img, const T* ker, T* out) {
           const int64_t dx = b - g.p;
           int64_t lo, hi;
           valid_range(W, dx, lo, hi);
-          const int64_t tap = b * g.k + a;
+          const int64_t tap = im::dc_tap(a, b, g.k);
           for (int64_t sub = 0; sub < ss; ++sub) {
             for (int64_t c = 0; c < g.C; ++c) {
               for (int64_t y = y0; y < y1; ++y) {
                 const int64_t yy = y + a - g.p;
                 if (yy < 0 || yy >= H) continue;
-                const T* __restrict krow = KROW(ker, c, tap * ss + sub);
+                const T* __restrict krow = KROW(ker, c, tap, sub);
                 const T* __restrict irow = img + ((n * g.C + c) * H + yy) * W;
                 T* __restrict arow = acc.data() + ((c * ss + sub) * ROWS + (y - y0)) * W;
                 for (int64_t x = lo; x < hi; ++x) arow[x] += irow[x + dx] * krow[x];
@@ -92,7 +70,7 @@ void forward_rows(const Geometry& g, const T* img, const T* ker, T* out) {
           for (int64_t i = 0; i < s; ++i) {
             T* orow = out + ((n * g.C + c) * H * s + y * s + i) * Ws;
             for (int64_t j = 0; j < s; ++j) {
-              const T* arow = acc.data() + ((c * ss + i * s + j) * ROWS + (y - y0)) * W;
+              const T* arow = acc.data() + ((c * ss + im::dc_sub(i, j, s)) * ROWS + (y - y0)) * W;
               for (int64_t x = 0; x < W; ++x) orow[x * s + j] = arow[x];
             }
           }
@@ -114,7 +92,7 @@ void grad_kernel_planes(const Geometry& g, const T* img, const T* dsub, T* dker)
       const int64_t n = t / g.kc, ch = t % g.kc;  // ch = group * taps + tap * ss + sub
       const int64_t group = ch / g.taps, tapsub = ch % g.taps;
       const int64_t tap = tapsub / ss, sub = tapsub % ss;
-      const int64_t a = tap % g.k, b = tap / g.k, dx = b - g.p;
+      const int64_t a = im::dc_tap_row(tap, g.k), b = im::dc_tap_col(tap, g.k), dx = b - g.p;
       int64_t lo, hi;
       valid_range(W, dx, lo, hi);
       const int64_t c0 = g.per_channel ? group : 0, c1 = g.per_channel ? group + 1 : g.C;
@@ -150,13 +128,13 @@ void grad_image_rows(const Geometry& g, const T* ker, const T* dsub, T* dimg) {
           const int64_t dx = b - g.p;  // output x reads input x + dx
           int64_t lo, hi;
           valid_range(W, dx, lo, hi);
-          const int64_t tap = b * g.k + a;
+          const int64_t tap = im::dc_tap(a, b, g.k);
           for (int64_t sub = 0; sub < ss; ++sub) {
             for (int64_t c = 0; c < g.C; ++c) {
               for (int64_t yy = yy0; yy < yy1; ++yy) {
                 const int64_t y = yy - a + g.p;  // output row whose tap a reads input row yy
                 if (y < 0 || y >= H) continue;
-                const T* __restrict krow = KROW(ker, c, tap * ss + sub);
+                const T* __restrict krow = KROW(ker, c, tap, sub);
                 const T* __restrict drow = dsub + ((n * g.C + c) * ss + sub) * HW + y * W;
                 T* __restrict arow = acc.data() + (c * ROWS + (yy - yy0)) * W;
                 for (int64_t x = lo; x < hi; ++x) arow[x + dx] += drow[x] * krow[x];
@@ -177,7 +155,7 @@ void grad_image_rows(const Geometry& g, const T* ker, const T* dsub, T* dimg) {
 
 at::Tensor dynamic_conv_cpu(const at::Tensor& image_in, const at::Tensor& kernel_in,
                             int64_t kernel_size, int64_t scale, bool per_channel) {
-  const Geometry g = geometry(image_in, kernel_in, kernel_size, scale, per_channel);
+  const Geometry g = geometry(image_in, kernel_in, kernel_size, scale, per_channel, kCpu);
   at::AutoDispatchBelowADInplaceOrView below_autograd;
   const at::Tensor image = image_in.contiguous(), kernel = kernel_in.contiguous();
   at::Tensor out = at::empty({g.N, g.C, g.H * g.s, g.W * g.s}, image.options());
@@ -194,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor> dynamic_conv_backward_cpu(const at::Tensor& g
                                                              const at::Tensor& kernel_in,
                                                              int64_t kernel_size, int64_t scale,
                                                              bool per_channel) {
-  const Geometry g = geometry(image_in, kernel_in, kernel_size, scale, per_channel);
+  const Geometry g = geometry(image_in, kernel_in, kernel_size, scale, per_channel, kCpu);
   TORCH_CHECK(grad_out_in.dim() == 4 && grad_out_in.size(0) == g.N && grad_out_in.size(1) == g.C &&
                   grad_out_in.size(2) == g.H * g.s && grad_out_in.size(3) == g.W * g.s,
               "dynamic_conv_backward: grad_out must be (", g.N, ", ", g.C, ", ", g.H * g.s, ", ",

@@ -15,6 +15,9 @@
 #include <cmath>
 #include <vector>
 
+#include "../index_math.h"
+#include "../op_checks.h"
+
 namespace fastliif {
 namespace {
 
@@ -23,67 +26,12 @@ namespace {
 #endif
 constexpr int64_t kTile = FASTLIIF_CPU_TILE;  // queries per tile: 4*128 rows x 256 fp32 = 512 KiB per layer
 
-// Where one query samples the feature map, with the official query_rgb arithmetic.
-template <typename T>
-struct Corners {
-  int64_t row[4];  // row of proj viewed as (B*h*w, N1)
-  T rel[4][2];     // (coord - q_coord) * (h, w), from the unshifted, unclamped coord
-  T weight[4];     // area of the opposite corner / total area
-};
-
-// Index picked by grid_sample(mode='nearest', align_corners=False) on CPU: its vectorised
-// path evaluates fma(coord + 1, size / 2, -0.5) and rounds half to even. The clamp only
-// matters if rounding ever left the range (the coordinate is already clamped inside).
-template <typename T>
-inline int64_t nearest_index(T c, int64_t size) {
-  const T src = std::fma(c + T(1), static_cast<T>(size) / T(2), T(-0.5));
-  const int64_t i = static_cast<int64_t>(std::nearbyint(src));
-  return std::min<int64_t>(std::max<int64_t>(i, 0), size - 1);
-}
-
-// Centre of cell i as make_coord builds it: float32 arithmetic, (2r) * i + (-1 + r), r = 1/n.
-inline float cell_centre(int64_t i, int64_t n) {
-  const double r = 2.0 / (2.0 * static_cast<double>(n));
-  const float step = static_cast<float>(2.0 * r);
-  const float first = static_cast<float>(-1.0 + r);
-  const float scaled = step * static_cast<float>(i);  // separate ops: no fused multiply-add
-  return scaled + first;
-}
-
-template <typename T>
-inline void query_corners(T cy, T cx, int64_t batch, int64_t h, int64_t w, bool ensemble,
-                          Corners<T>& k) {
-  const T lo = static_cast<T>(-1 + 1e-6), hi = static_cast<T>(1 - 1e-6);
-  const int n = ensemble ? 4 : 1;
-  T area[4];
-  for (int t = 0; t < n; ++t) {
-    T y = cy, x = cx;
-    if (ensemble) {
-      // vx (outer loop of the official code) shifts rows, vy (inner) shifts columns
-      const double vx = (t >> 1) ? 1.0 : -1.0, vy = (t & 1) ? 1.0 : -1.0;
-      y = y + static_cast<T>(vx * (2.0 / h / 2.0) + 1e-6);
-      x = x + static_cast<T>(vy * (2.0 / w / 2.0) + 1e-6);
-    }
-    y = std::min(std::max(y, lo), hi);
-    x = std::min(std::max(x, lo), hi);
-    const int64_t iy = nearest_index(y, h), ix = nearest_index(x, w);
-    k.row[t] = (batch * h + iy) * w + ix;
-    k.rel[t][0] = (cy - static_cast<T>(cell_centre(iy, h))) * static_cast<T>(h);
-    k.rel[t][1] = (cx - static_cast<T>(cell_centre(ix, w))) * static_cast<T>(w);
-    area[t] = std::abs(k.rel[t][0] * k.rel[t][1]) + static_cast<T>(1e-9);
-  }
-  if (!ensemble) {
-    k.weight[0] = area[0] / area[0];
-    return;
-  }
-  const T total = ((area[0] + area[1]) + area[2]) + area[3];
-  for (int t = 0; t < 4; ++t) k.weight[t] = area[3 - t] / total;
-}
+using im::Corners;
 
 // d *= (a > 0): backward of a ReLU whose output is a (PyTorch's convention at 0).
 template <typename T>
 inline void relu_backward_inplace(T* __restrict d, const T* __restrict a, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) d[i] = a[i] > T(0) ? d[i] : T(0);
+  for (int64_t i = 0; i < n; ++i) d[i] = im::relu_grad(d[i], a[i]);
 }
 
 // Everything a tile needs, read-only and shared by all threads.
@@ -131,16 +79,16 @@ void tile_forward(const Problem<T>& p, int64_t q0, int64_t tq, Scratch<T>& s) {
   for (int64_t q = 0; q < tq; ++q) {
     const int64_t gq = q0 + q;
     Corners<T>& k = s.corners[q];
-    query_corners<T>(p.coord[2 * gq], p.coord[2 * gq + 1], gq / p.Q, p.h, p.w, p.ensemble, k);
+    im::query_corners<T>(p.coord[2 * gq], p.coord[2 * gq + 1], p.h, p.w, p.ensemble, k);
     for (int t = 0; t < p.nc; ++t) {
       const int64_t r = t * tq + q;
       T f[4] = {k.rel[t][0], k.rel[t][1], T(0), T(0)};
       if (nrel == 4) {
-        f[2] = p.cell[2 * gq] * static_cast<T>(p.h);
-        f[3] = p.cell[2 * gq + 1] * static_cast<T>(p.w);
+        f[2] = im::rel_cell(p.cell[2 * gq], p.h);
+        f[3] = im::rel_cell(p.cell[2 * gq + 1], p.w);
       }
       for (int64_t j = 0; j < nrel; ++j) rel[r * nrel + j] = f[j];
-      const T* __restrict src = p.proj + k.row[t] * n1;
+      const T* __restrict src = p.proj + (gq / p.Q * p.h * p.w + k.cell[t]) * n1;
       T* __restrict dst = a0 + r * n1;
       for (int64_t c = 0; c < n1; ++c) dst[c] = src[c] + p.b1[c];
       for (int64_t j = 0; j < nrel; ++j) {
@@ -149,7 +97,7 @@ void tile_forward(const Problem<T>& p, int64_t q0, int64_t tq, Scratch<T>& s) {
         for (int64_t c = 0; c < n1; ++c) dst[c] += wj[c] * fj;
       }
       if (relu_first)
-        for (int64_t c = 0; c < n1; ++c) dst[c] = dst[c] < T(0) ? T(0) : dst[c];  // NaN stays NaN, as torch.relu
+        for (int64_t c = 0; c < n1; ++c) dst[c] = im::relu(dst[c]);
     }
   }
   const int64_t nl = static_cast<int64_t>(p.weights.size());
@@ -174,47 +122,6 @@ void tile_forward(const Problem<T>& p, int64_t q0, int64_t tq, Scratch<T>& s) {
   }
 }
 
-void check_inputs(const at::Tensor& proj, const at::Tensor& coord,
-                  const std::optional<at::Tensor>& cell, const at::Tensor& w_rel,
-                  const at::Tensor& b1, at::TensorList weights, at::TensorList biases,
-                  bool cell_decode) {
-  TORCH_CHECK(proj.dim() == 4, "liif_query_core: proj must be (B, h, w, N1), got ", proj.sizes());
-  TORCH_CHECK(proj.size(1) > 0 && proj.size(2) > 0, "liif_query_core: empty feature map");
-  TORCH_CHECK(coord.dim() == 3 && coord.size(2) == 2 && coord.size(0) == proj.size(0),
-              "liif_query_core: coord must be (B, Q, 2) with B = ", proj.size(0), ", got ",
-              coord.sizes());
-  TORCH_CHECK(proj.scalar_type() == at::kFloat || proj.scalar_type() == at::kDouble,
-              "liif_query_core (cpu): float32 or float64 only, got ", proj.scalar_type());
-  const int64_t n1 = proj.size(3), nrel = cell_decode ? 4 : 2;
-  TORCH_CHECK(w_rel.dim() == 2 && w_rel.size(0) == n1 && w_rel.size(1) == nrel,
-              "liif_query_core: w_rel must be (", n1, ", ", nrel, "), got ", w_rel.sizes());
-  TORCH_CHECK(b1.dim() == 1 && b1.size(0) == n1, "liif_query_core: b1 must be (", n1, ")");
-  if (cell_decode) {
-    TORCH_CHECK(cell.has_value() && cell->sizes() == coord.sizes(),
-                "liif_query_core: cell must match coord's shape ", coord.sizes());
-  }
-  TORCH_CHECK(weights.size() == biases.size(), "liif_query_core: ", weights.size(),
-              " weights but ", biases.size(), " biases");
-  int64_t width = n1;
-  for (size_t l = 0; l < weights.size(); ++l) {
-    TORCH_CHECK(weights[l].dim() == 2 && weights[l].size(1) == width,
-                "liif_query_core: weights[", l, "] must have ", width, " input columns, got ",
-                weights[l].sizes());
-    TORCH_CHECK(biases[l].dim() == 1 && biases[l].size(0) == weights[l].size(0),
-                "liif_query_core: biases[", l, "] must be (", weights[l].size(0), ")");
-    width = weights[l].size(0);
-  }
-  std::vector<at::Tensor> all = {proj, coord, w_rel, b1};
-  if (cell_decode) all.push_back(*cell);
-  for (const auto& t : weights) all.push_back(t);
-  for (const auto& t : biases) all.push_back(t);
-  for (const auto& t : all) {
-    TORCH_CHECK(t.device().is_cpu(), "liif_query_core (cpu): all tensors must be on the CPU");
-    TORCH_CHECK(t.scalar_type() == proj.scalar_type(),
-                "liif_query_core: dtype mismatch, ", t.scalar_type(), " vs ", proj.scalar_type());
-  }
-}
-
 // Checked operands in the layout the kernels read (contiguous, w_rel transposed), with
 // internal ATen calls kept out of autograd.
 struct Operands {
@@ -227,7 +134,7 @@ struct Operands {
            const std::optional<at::Tensor>& cell_in, const at::Tensor& w_rel,
            const at::Tensor& b1_in, at::TensorList weights_in, at::TensorList biases_in,
            bool local_ensemble, bool decode_cell) {
-    check_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights_in, biases_in, decode_cell);
+    check_liif_inputs(proj_in, coord_in, cell_in, w_rel, b1_in, weights_in, biases_in, decode_cell, kCpu);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     proj = proj_in.contiguous();
     coord = coord_in.contiguous();
@@ -271,7 +178,8 @@ at::Tensor liif_query_core_cpu(const at::Tensor& proj_in, const at::Tensor& coor
                                const std::optional<at::Tensor>& cell_in,
                                const at::Tensor& w_rel, const at::Tensor& b1_in,
                                at::TensorList weights, at::TensorList biases,
-                               bool local_ensemble, bool cell_decode) {
+                               bool local_ensemble, bool cell_decode,
+                               c10::string_view /*precision: exact in the tensors' dtype on CPU*/) {
   const Operands o(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, local_ensemble,
                    cell_decode);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls are not recorded
@@ -307,7 +215,7 @@ liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& pr
                              const at::Tensor& coord_in, const std::optional<at::Tensor>& cell_in,
                              const at::Tensor& w_rel, const at::Tensor& b1_in,
                              at::TensorList weights, at::TensorList biases, bool local_ensemble,
-                             bool cell_decode) {
+                             bool cell_decode, c10::string_view /*precision*/) {
   const Operands o(proj_in, coord_in, cell_in, w_rel, b1_in, weights, biases, local_ensemble,
                    cell_decode);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // internal ATen calls are not recorded
@@ -381,7 +289,7 @@ liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& pr
               const int64_t r = t * tq + q;
               for (int64_t c = 0; c < width; ++c) {
                 const T v = dmp[q * width + c] * wt;
-                d[r * width + c] = (!masked || a[r * width + c] > T(0)) ? v : T(0);
+                d[r * width + c] = masked ? im::relu_grad(v, a[r * width + c]) : v;
               }
             }
           }
@@ -404,7 +312,7 @@ liif_query_core_backward_cpu(const at::Tensor& grad_out_in, const at::Tensor& pr
         const T* d = dz_t.data_ptr<T>();
         for (int64_t q = 0; q < tq; ++q) {
           for (int t = 0; t < p.nc; ++t) {
-            T* __restrict dst = gpp + s.corners[q].row[t] * n1;
+            T* __restrict dst = gpp + ((q0 + q) / Q * p.h * p.w + s.corners[q].cell[t]) * n1;
             const T* __restrict src = d + (t * tq + q) * n1;
             for (int64_t c = 0; c < n1; ++c) dst[c] += src[c];
           }

@@ -10,20 +10,21 @@ from .. import _ext
 REGISTERED = False
 
 
-def _core_fake(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode):
+def _core_fake(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode, precision="ieee"):
     out_dim = weights[-1].shape[0] if len(weights) else proj.shape[3]
     return proj.new_empty((coord.shape[0], coord.shape[1], out_dim))
 
 
-def _core_backward_fake(grad_out, proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode):
+def _core_backward_fake(grad_out, proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode,
+                        precision="ieee"):
     return (proj.new_empty(proj.shape), w_rel.new_empty(w_rel.shape), b1.new_empty(b1.shape),
             [w.new_empty(w.shape) for w in weights], [b.new_empty(b.shape) for b in biases])
 
 
 def _core_setup_context(ctx, inputs, output):
-    proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode = inputs
+    proj, coord, cell, w_rel, b1, weights, biases, local_ensemble, cell_decode, *rest = inputs
     ctx.n_layers = len(weights)
-    ctx.flags = (local_ensemble, cell_decode)
+    ctx.flags = (local_ensemble, cell_decode, *rest)  # rest: the precision, when the caller passed it
     ctx.has_cell = cell is not None
     ctx.save_for_backward(proj, coord, w_rel, b1, *weights, *biases, *([cell] if cell is not None else []))
 
@@ -37,7 +38,8 @@ def _core_backward(ctx, grad_out):
     g_proj, g_wrel, g_b1, g_w, g_b = torch.ops.fastliif.liif_query_core_backward(
         grad_out.contiguous(), proj, coord, cell, w_rel, b1, weights, biases, *ctx.flags)
     # coord and cell get no gradient (no training recipe needs one; documented)
-    return g_proj, None, None, g_wrel, g_b1, list(g_w), list(g_b), None, None
+    # one entry per argument the caller passed (precision may have been left to its default)
+    return (g_proj, None, None, g_wrel, g_b1, list(g_w), list(g_b)) + (None,) * (len(ctx.needs_input_grad) - 7)
 
 
 def _dconv_fake(image, kernel, kernel_size, scale, per_channel):

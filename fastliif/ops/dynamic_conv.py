@@ -114,7 +114,7 @@ def dynamic_conv(image, kernel, *, kernel_size, scale=1, mode="shared", backend=
     _check(image, kernel, kernel_size, scale, mode)
     name = resolve(backend, image.device, image.dtype, op="dynamic_conv")
     per_channel = mode == "per_channel"
-    if name == "cpu":
+    if name in ("cpu", "cuda"):  # one op; the dispatcher runs the tensors' device kernel (csrc/cpu, csrc/cuda)
         return torch.ops.fastliif.dynamic_conv(image, kernel, kernel_size, scale, per_channel)
     if name == "triton":
         from ..kernels.dynamic_conv import dynamic_conv_triton  # imported only when used

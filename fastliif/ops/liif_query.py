@@ -170,9 +170,20 @@ def _query_triton(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble,
     return out.view(B, Q, out.shape[-1])
 
 
+CUDA_MAX_LAYERS, CUDA_MAX_WIDTH = 8, 256
+
+
 def _rejects(weights, needs_grad):
     """rejects(name) for backends.choose: why a fused backend cannot run this decoder (or None)."""
     def rejects(name):
+        if name == "cuda":  # limits of csrc/cuda/kernels.h (kLiifMaxLayers, kLiifMaxWidth)
+            widths = [w.shape[0] for w in weights]
+            if len(weights) - 1 > CUDA_MAX_LAYERS or max(widths) > CUDA_MAX_WIDTH:
+                return (f"the CUDA kernel takes at most {CUDA_MAX_LAYERS} layers after the first and widths up to "
+                        f"{CUDA_MAX_WIDTH}, got widths {widths}")
+            if needs_grad and torch.are_deterministic_algorithms_enabled():
+                return "its backward scatters the feature gradient with atomics (not deterministic)"
+            return None
         if name != "triton":
             return None
         from ..kernels.liif_query import check_supported  # only asked when triton is available
@@ -269,6 +280,9 @@ def liif_query_projected(proj, coord, cell, w_rel, b1, weights, biases, local_en
     if backend == "triton":
         return _query_triton(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble,
                              dot_precision(proj.dtype, proj.device, precision))
+    if backend == "cuda":
+        return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, b1, weights, biases, local_ensemble,
+                                                  cell_decode, dot_precision(proj.dtype, proj.device, precision))
     if backend == "cpu":
         return torch.ops.fastliif.liif_query_core(proj, coord, cell, w_rel, b1, weights, biases,
                                                   local_ensemble, cell_decode)

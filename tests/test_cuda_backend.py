@@ -1,0 +1,257 @@
+"""C++/CUDA backend (csrc/cuda) of liif_query and dynamic_conv vs the reference and vs Triton.
+
+GPU-only: the whole module skips without a CUDA device or without the CUDA build of
+fastliif._C (saying which). The kernels' compilation is checked without a GPU by
+tests/test_nvcc_check.py, and their index math by the CPU tests (csrc/index_math.h is shared).
+Matrices follow tests/test_liif_query_triton.py and tests/test_dynamic_conv_triton.py.
+"""
+import pytest
+import torch
+
+from fastliif.ops import availability, dynamic_conv, liif_query
+from fastliif.reference import make_cell, make_coord, query_rgb_reference
+from fastliif.reference.dynamic_conv import dynamic_conv_reference
+from liif_helpers import FLAGS, assert_close_rel, assert_grad_close, make_mlp, params, random_queries, run_both
+
+if not torch.cuda.is_available():
+    pytest.skip("CUDA backend tests need a CUDA device (none here)", allow_module_level=True)
+if not availability()["cuda"][0]:
+    pytest.skip(f"cuda backend unavailable: {availability()['cuda'][1]}", allow_module_level=True)
+
+DEV = torch.device("cuda")
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def ieee_matmuls():
+    """IEEE fp32 everywhere (the reference's matmuls and the projection's cuDNN conv)."""
+    old = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32,
+           torch.backends.cudnn.allow_tf32)
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.set_float32_matmul_precision(old[0])
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old[1], old[2]
+
+
+def to_dev(*tensors):
+    return [t.to(DEV) for t in tensors]
+
+
+# ---------------------------------------------------------------- liif_query
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "unfold%d-ens%d-cell%d" % f)
+@pytest.mark.parametrize("B,C,h,w,Q", [(1, 3, 1, 1, 37), (2, 5, 3, 5, 70), (2, 4, 7, 4, 17), (3, 8, 11, 6, 1000)])
+def test_forward_matches_reference(flags, B, C, h, w, Q):
+    torch.manual_seed(hash((B, C, h, w, Q, flags)) % 2**31)
+    feat, = to_dev(torch.randn(B, C, h, w))
+    coord, cell = to_dev(*random_queries(B, Q, torch.float32, -1.2, 1.2, h=h))
+    mlp = make_mlp(C, [32, 32, 32], flags).to(DEV)
+    out, ref = run_both(feat, coord, cell, mlp, flags, "cuda")
+    assert_close_rel(out, ref, 5e-6, f"cuda {flags}")
+
+
+# widths that are not multiples of 16 or 32, a single Linear (no hidden layer), the LIIF decoder
+@pytest.mark.parametrize("hidden,out_dim", [([16], 3), ([64, 64], 1), ([24, 40], 5), ([], 3), ([256] * 4, 3),
+                                            ([16] * 8, 2), ([200], 256)])
+def test_forward_mlp_depths_and_widths(hidden, out_dim):
+    torch.manual_seed(len(hidden) * 7 + out_dim)
+    flags = (True, True, True)
+    feat, = to_dev(torch.randn(2, 3, 4, 5))
+    coord, cell = to_dev(*random_queries(2, 300, torch.float32, h=4))
+    mlp = make_mlp(3, hidden, flags, out_dim=out_dim).to(DEV)
+    out, ref = run_both(feat, coord, cell, mlp, flags, "cuda")
+    assert out.shape == (2, 300, out_dim)
+    assert_close_rel(out, ref, 1e-5, f"hidden {hidden}")
+
+
+@pytest.mark.parametrize("scale", [0.5, 2.0, 3.7, 30.0])
+@pytest.mark.parametrize("local_ensemble", [True, False])
+def test_forward_output_grids_at_scales(scale, local_ensemble):
+    torch.manual_seed(int(scale * 10))
+    h, w = 4, 3
+    H, W = max(1, round(h * scale)), max(1, round(w * scale))
+    feat, = to_dev(torch.randn(1, 4, h, w))
+    coord = make_coord((H, W)).unsqueeze(0)
+    coord, cell = to_dev(coord, make_cell(coord, (H, W)))
+    flags = (True, local_ensemble, True)
+    out, ref = run_both(feat, coord, cell, make_mlp(4, [16, 16], flags).to(DEV), flags, "cuda")
+    assert_close_rel(out, ref, 5e-6, f"x{scale}")
+
+
+def test_forward_border_and_outside_coords():
+    torch.manual_seed(1)
+    edges = torch.tensor([-1.0, 1.0, -1 + 1e-6, 1 - 1e-6, -1.5, 1.5, 0.0, 0.5])
+    ys, xs = torch.meshgrid(edges, edges, indexing="ij")
+    coord = torch.stack([ys, xs], -1).view(1, -1, 2).repeat(2, 1, 1)
+    feat, coord, cell = to_dev(torch.randn(2, 3, 4, 6), coord, torch.full_like(coord, 2 / 17))
+    for flags in FLAGS:
+        out, ref = run_both(feat, coord, cell, make_mlp(3, [16], flags).to(DEV), flags, "cuda")
+        assert_close_rel(out, ref, 5e-6, f"border {flags}")
+
+
+def test_nan_features_stay_nan():
+    torch.manual_seed(4)
+    flags = (True, True, True)
+    feat = torch.randn(1, 3, 5, 5, device=DEV)
+    feat[0, 1, 2, 3] = float("nan")
+    coord, cell = to_dev(*random_queries(1, 200, torch.float32, h=5))
+    out, ref = run_both(feat, coord, cell, make_mlp(3, [16, 16], flags).to(DEV), flags, "cuda")
+    assert torch.equal(out.isnan(), ref.isnan())
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "unfold%d-ens%d-cell%d" % f)
+@pytest.mark.parametrize("B,C,h,w,Q,hidden", [(2, 4, 3, 5, 45, [32, 32, 32]), (1, 2, 1, 1, 20, [16]),
+                                              (2, 3, 6, 7, 700, [24, 40]), (1, 3, 4, 4, 50, [])])
+def test_backward_matches_reference(flags, B, C, h, w, Q, hidden):
+    torch.manual_seed(hash((B, C, h, w, Q, flags, len(hidden))) % 2**31)
+    feat_unfold, local_ensemble, cell_decode = flags
+    feat = torch.randn(B, C, h, w, device=DEV, requires_grad=True)
+    coord, cell = to_dev(*random_queries(B, Q, torch.float32, -1.1, 1.1, h=h))
+    mlp = make_mlp(C, hidden, flags).to(DEV)
+    weights, biases = params(mlp)
+    inputs = [feat, *weights, *biases]
+    g = torch.randn(B, Q, 3, device=DEV)
+    ref = torch.autograd.grad(query_rgb_reference(feat, coord, cell, mlp, *flags), inputs, g)
+    out = liif_query(feat, coord, cell, weights, biases, feat_unfold=feat_unfold, local_ensemble=local_ensemble,
+                     cell_decode=cell_decode, backend="cuda")
+    got = torch.autograd.grad(out, inputs, g)
+    names = ["feat"] + [f"W{i}" for i in range(len(weights))] + [f"b{i}" for i in range(len(biases))]
+    for name, a, b in zip(names, got, ref):
+        assert_grad_close(a, b, 1e-5, f"grad {name}")
+
+
+def test_parameter_grads_are_deterministic():
+    """Split buffer per block + ordered sum: bitwise the same on every run (dP uses atomics)."""
+    torch.manual_seed(8)
+    flags = (True, True, True)
+    feat = torch.randn(2, 8, 9, 9, device=DEV)
+    coord, cell = to_dev(*random_queries(2, 5000, torch.float32, h=9))
+    weights, biases = params(make_mlp(8, [64, 64], flags).to(DEV))
+    g = torch.randn(2, 5000, 3, device=DEV)
+    runs = [torch.autograd.grad(liif_query(feat, coord, cell, weights, biases, backend="cuda"), weights + biases, g)
+            for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_non_contiguous_inputs_and_many_tiles():
+    torch.manual_seed(3)
+    flags = (True, True, True)
+    feat = torch.randn(2, 10, 5, 9, device=DEV)[:, ::2, :, 1:8]
+    coord = (torch.rand(2, 2, 1500, device=DEV) * 2 - 1).transpose(1, 2)
+    cell = torch.full((2, 1500, 4), 0.05, device=DEV)[..., ::2]
+    mlp = make_mlp(5, [16, 16], flags).to(DEV)
+    weights, biases = params(mlp)
+    ref = query_rgb_reference(feat.contiguous(), coord.contiguous(), cell.contiguous(), mlp, *flags)
+    out = liif_query(feat, coord, cell, [W.t().contiguous().t() for W in weights], biases, backend="cuda")
+    assert_close_rel(out, ref, 5e-6, "non-contiguous")
+
+
+def test_empty_queries():
+    feat = torch.randn(2, 3, 4, 4, device=DEV, requires_grad=True)
+    weights, biases = params(make_mlp(3, [16, 16], (True, True, True)).to(DEV))
+    coord = torch.empty(2, 0, 2, device=DEV)
+    out = liif_query(feat, coord, coord.clone(), weights, biases, backend="cuda")
+    assert out.shape == (2, 0, 3)
+    out.sum().backward()
+    assert feat.grad is not None and feat.grad.abs().sum() == 0
+
+
+def test_too_wide_decoder_is_refused():
+    flags = (True, True, True)
+    feat, = to_dev(torch.randn(1, 2, 3, 3))
+    coord, cell = to_dev(*random_queries(1, 5, torch.float32, h=3))
+    weights, biases = params(make_mlp(2, [512], flags).to(DEV))
+    with pytest.raises(RuntimeError, match="layer widths up to 256"):
+        liif_query(feat, coord, cell, weights, biases, backend="cuda")
+
+
+def test_cuda_agrees_with_triton():
+    if not availability()["triton"][0]:
+        pytest.skip(f"triton backend unavailable: {availability()['triton'][1]}")
+    torch.manual_seed(5)
+    flags = (True, True, True)
+    feat = torch.randn(2, 16, 12, 10, device=DEV)
+    coord, cell = to_dev(*random_queries(2, 3000, torch.float32, h=12))
+    weights, biases = params(make_mlp(16, [64] * 3, flags).to(DEV))
+    a = liif_query(feat, coord, cell, weights, biases, backend="cuda", precision="ieee")
+    b = liif_query(feat, coord, cell, weights, biases, backend="triton", precision="ieee")
+    assert_close_rel(a, b, 5e-6, "cuda vs triton")
+
+
+def _errors(dtype, flags=(True, True, True)):
+    """(cuda error, PyTorch's own error) against a float64 reference, relative max-norm."""
+    torch.manual_seed(21)
+    C, h, w, B, Q = 64, 24, 20, 2, 4096
+    mlp = make_mlp(C, [256] * 4, flags).to(DEV)
+    feat = torch.randn(B, C, h, w, device=DEV)
+    coord, cell = to_dev(*random_queries(B, Q, torch.float32, h=h))
+    ref64 = query_rgb_reference(feat.double(), coord.double(), cell.double(), mlp.double(), *flags)
+    mlp.float()
+    weights, biases = params(mlp)
+    if dtype == torch.float32:
+        torch_out = query_rgb_reference(feat, coord, cell, mlp, *flags)
+        out = liif_query(feat, coord, cell, weights, biases, backend="cuda")
+    else:
+        with torch.autocast("cuda", dtype=dtype):
+            torch_out = query_rgb_reference(feat, coord, cell, mlp, *flags)
+            out = liif_query(feat, coord, cell, weights, biases, backend="cuda")
+        assert out.dtype == dtype
+    scale = ref64.abs().max()
+    return ((out.double() - ref64).abs().max() / scale).item(), ((torch_out.double() - ref64).abs().max() / scale).item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_precision_within_twice_pytorch_error(dtype):
+    err, torch_err = _errors(dtype)
+    assert err <= 2 * torch_err + 1e-6, f"{dtype}: cuda error {err:.2e} vs PyTorch's {torch_err:.2e}"
+
+
+# ---------------------------------------------------------------- dynamic_conv
+
+
+def _dconv_case(N, C, H, W, k, s, mode, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    kc = (1 if mode == "shared" else C) * k * k * s * s
+    image = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
+    kernel = torch.randn(N, kc, H, W, generator=g, dtype=torch.float64)
+    grad = torch.randn(N, C, H * s, W * s, generator=g, dtype=torch.float64)
+    return [t.to(DEV, dtype) for t in (image, kernel, grad)]
+
+
+@pytest.mark.parametrize("mode", ["shared", "per_channel"])
+@pytest.mark.parametrize("N,C,H,W,k,s", [(1, 1, 1, 1, 1, 1), (2, 3, 5, 7, 3, 1), (1, 5, 9, 40, 5, 2),
+                                         (2, 3, 17, 33, 3, 4), (1, 2, 6, 5, 7, 3), (1, 1, 4, 4, 25, 1)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_dynamic_conv_forward_and_grads(mode, N, C, H, W, k, s, dtype, tol):
+    image, kernel, grad = _dconv_case(N, C, H, W, k, s, mode, dtype, seed=N * 100 + k * 10 + s)
+    image.requires_grad_()
+    kernel.requires_grad_()
+    out = dynamic_conv(image, kernel, kernel_size=k, scale=s, mode=mode, backend="cuda")
+    gi, gk = torch.autograd.grad(out, [image, kernel], grad)
+    i64, k64 = image.detach().double().requires_grad_(), kernel.detach().double().requires_grad_()
+    ref = dynamic_conv_reference(i64, k64, k, s, mode)
+    ri, rk = torch.autograd.grad(ref, [i64, k64], grad.double())
+    assert_close_rel(out.double(), ref, tol, "forward")
+    assert_close_rel(gi.double(), ri, tol, "grad image")
+    assert_close_rel(gk.double(), rk, tol, "grad kernel")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_dynamic_conv_reduced_precision_storage(dtype):
+    image, kernel, _ = _dconv_case(2, 3, 16, 20, 5, 2, "shared", dtype, seed=9)
+    out = dynamic_conv(image, kernel, kernel_size=5, scale=2, backend="cuda")
+    ref = dynamic_conv_reference(image.double(), kernel.double(), 5, 2, "shared")
+    assert out.dtype == dtype
+    assert_close_rel(out.double(), ref, 1e-2, str(dtype))
+
+
+def test_dynamic_conv_agrees_with_triton():
+    if not availability("dynamic_conv")["triton"][0]:
+        pytest.skip(f"triton backend unavailable: {availability('dynamic_conv')['triton'][1]}")
+    image, kernel, _ = _dconv_case(2, 8, 64, 48, 5, 2, "shared", torch.float32, seed=3)
+    a = dynamic_conv(image, kernel, kernel_size=5, scale=2, backend="cuda")
+    b = dynamic_conv(image, kernel, kernel_size=5, scale=2, backend="triton")
+    assert_close_rel(a, b, 1e-5, "cuda vs triton")
