@@ -181,3 +181,11 @@ def test_diverged_run_stops_with_a_clear_error(tmp_path):
                                 data_norm={"inp": {"sub": [0.5], "div": [0.0]}}))
     with pytest.raises(FloatingPointError, match="at epoch 1, step 0"):
         train(config, str(tmp_path), log=quiet, progress=False)
+
+
+def test_diverged_run_on_the_cli_is_one_line_not_a_traceback(tmp_path, capsys):
+    path = write_yaml(tmp_path / "c.yaml", tiny_liif(epoch_max=1, iters_per_epoch=3,
+                                                     data_norm={"inp": {"sub": [0.5], "div": [0.0]}}))
+    assert main(["train", path, "--save-dir", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fastliif train: error: loss is") and "Traceback" not in err[0]

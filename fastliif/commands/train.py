@@ -40,6 +40,9 @@ def run(args):
     except (ConfigError, OSError) as exc:  # bad config or setup, unreadable files, disk full: one line
         print(f"fastliif train: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # the run diverged (NaN/inf loss): not bad input, still one line
+        print(f"fastliif train: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     if history and int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoints and history in {save_dir}")
     return 0
