@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from fastliif.ops import availability, dynamic_conv, liif_query
-from fastliif.reference import make_cell, make_coord, query_rgb_reference
+from fastliif.reference import query_rgb_reference
 from fastliif.reference.dynamic_conv import dynamic_conv_reference
-from liif_helpers import FLAGS, assert_close_rel, assert_grad_close, make_mlp, params, random_queries, run_both
+from liif_helpers import (FLAGS, assert_close_rel, check_backward, check_border_coords, check_empty_queries,
+                          check_forward, check_mlp_shape, check_non_contiguous, check_output_grid, make_mlp, params,
+                          random_queries, run_both)
 
 if not torch.cuda.is_available():
     pytest.skip("CUDA backend tests need a CUDA device (none here)", allow_module_level=True)
@@ -45,51 +47,24 @@ def to_dev(*tensors):
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "unfold%d-ens%d-cell%d" % f)
 @pytest.mark.parametrize("B,C,h,w,Q", [(1, 3, 1, 1, 37), (2, 5, 3, 5, 70), (2, 4, 7, 4, 17), (3, 8, 11, 6, 1000)])
 def test_forward_matches_reference(flags, B, C, h, w, Q):
-    torch.manual_seed(hash((B, C, h, w, Q, flags)) % 2**31)
-    feat, = to_dev(torch.randn(B, C, h, w))
-    coord, cell = to_dev(*random_queries(B, Q, torch.float32, -1.2, 1.2, h=h))
-    mlp = make_mlp(C, [32, 32, 32], flags).to(DEV)
-    out, ref = run_both(feat, coord, cell, mlp, flags, "cuda")
-    assert_close_rel(out, ref, 5e-6, f"cuda {flags}")
+    check_forward("cuda", DEV, flags, B, C, h, w, Q)
 
 
 # widths that are not multiples of 16 or 32, a single Linear (no hidden layer), the LIIF decoder
 @pytest.mark.parametrize("hidden,out_dim", [([16], 3), ([64, 64], 1), ([24, 40], 5), ([], 3), ([256] * 4, 3),
                                             ([16] * 8, 2), ([200], 256)])
 def test_forward_mlp_depths_and_widths(hidden, out_dim):
-    torch.manual_seed(len(hidden) * 7 + out_dim)
-    flags = (True, True, True)
-    feat, = to_dev(torch.randn(2, 3, 4, 5))
-    coord, cell = to_dev(*random_queries(2, 300, torch.float32, h=4))
-    mlp = make_mlp(3, hidden, flags, out_dim=out_dim).to(DEV)
-    out, ref = run_both(feat, coord, cell, mlp, flags, "cuda")
-    assert out.shape == (2, 300, out_dim)
-    assert_close_rel(out, ref, 1e-5, f"hidden {hidden}")
+    check_mlp_shape("cuda", DEV, hidden, out_dim, Q=300, tol=1e-5)
 
 
 @pytest.mark.parametrize("scale", [0.5, 2.0, 3.7, 30.0])
 @pytest.mark.parametrize("local_ensemble", [True, False])
 def test_forward_output_grids_at_scales(scale, local_ensemble):
-    torch.manual_seed(int(scale * 10))
-    h, w = 4, 3
-    H, W = max(1, round(h * scale)), max(1, round(w * scale))
-    feat, = to_dev(torch.randn(1, 4, h, w))
-    coord = make_coord((H, W)).unsqueeze(0)
-    coord, cell = to_dev(coord, make_cell(coord, (H, W)))
-    flags = (True, local_ensemble, True)
-    out, ref = run_both(feat, coord, cell, make_mlp(4, [16, 16], flags).to(DEV), flags, "cuda")
-    assert_close_rel(out, ref, 5e-6, f"x{scale}")
+    check_output_grid("cuda", DEV, scale, local_ensemble)
 
 
 def test_forward_border_and_outside_coords():
-    torch.manual_seed(1)
-    edges = torch.tensor([-1.0, 1.0, -1 + 1e-6, 1 - 1e-6, -1.5, 1.5, 0.0, 0.5])
-    ys, xs = torch.meshgrid(edges, edges, indexing="ij")
-    coord = torch.stack([ys, xs], -1).view(1, -1, 2).repeat(2, 1, 1)
-    feat, coord, cell = to_dev(torch.randn(2, 3, 4, 6), coord, torch.full_like(coord, 2 / 17))
-    for flags in FLAGS:
-        out, ref = run_both(feat, coord, cell, make_mlp(3, [16], flags).to(DEV), flags, "cuda")
-        assert_close_rel(out, ref, 5e-6, f"border {flags}")
+    check_border_coords("cuda", DEV)
 
 
 def test_nan_features_stay_nan():
@@ -106,21 +81,7 @@ def test_nan_features_stay_nan():
 @pytest.mark.parametrize("B,C,h,w,Q,hidden", [(2, 4, 3, 5, 45, [32, 32, 32]), (1, 2, 1, 1, 20, [16]),
                                               (2, 3, 6, 7, 700, [24, 40]), (1, 3, 4, 4, 50, [])])
 def test_backward_matches_reference(flags, B, C, h, w, Q, hidden):
-    torch.manual_seed(hash((B, C, h, w, Q, flags, len(hidden))) % 2**31)
-    feat_unfold, local_ensemble, cell_decode = flags
-    feat = torch.randn(B, C, h, w, device=DEV, requires_grad=True)
-    coord, cell = to_dev(*random_queries(B, Q, torch.float32, -1.1, 1.1, h=h))
-    mlp = make_mlp(C, hidden, flags).to(DEV)
-    weights, biases = params(mlp)
-    inputs = [feat, *weights, *biases]
-    g = torch.randn(B, Q, 3, device=DEV)
-    ref = torch.autograd.grad(query_rgb_reference(feat, coord, cell, mlp, *flags), inputs, g)
-    out = liif_query(feat, coord, cell, weights, biases, feat_unfold=feat_unfold, local_ensemble=local_ensemble,
-                     cell_decode=cell_decode, backend="cuda")
-    got = torch.autograd.grad(out, inputs, g)
-    names = ["feat"] + [f"W{i}" for i in range(len(weights))] + [f"b{i}" for i in range(len(biases))]
-    for name, a, b in zip(names, got, ref):
-        assert_grad_close(a, b, 1e-5, f"grad {name}")
+    check_backward("cuda", DEV, flags, B, C, h, w, Q, hidden)
 
 
 def test_parameter_grads_are_deterministic():
@@ -137,26 +98,11 @@ def test_parameter_grads_are_deterministic():
 
 
 def test_non_contiguous_inputs_and_many_tiles():
-    torch.manual_seed(3)
-    flags = (True, True, True)
-    feat = torch.randn(2, 10, 5, 9, device=DEV)[:, ::2, :, 1:8]
-    coord = (torch.rand(2, 2, 1500, device=DEV) * 2 - 1).transpose(1, 2)
-    cell = torch.full((2, 1500, 4), 0.05, device=DEV)[..., ::2]
-    mlp = make_mlp(5, [16, 16], flags).to(DEV)
-    weights, biases = params(mlp)
-    ref = query_rgb_reference(feat.contiguous(), coord.contiguous(), cell.contiguous(), mlp, *flags)
-    out = liif_query(feat, coord, cell, [W.t().contiguous().t() for W in weights], biases, backend="cuda")
-    assert_close_rel(out, ref, 5e-6, "non-contiguous")
+    check_non_contiguous("cuda", DEV, Q=1500)
 
 
 def test_empty_queries():
-    feat = torch.randn(2, 3, 4, 4, device=DEV, requires_grad=True)
-    weights, biases = params(make_mlp(3, [16, 16], (True, True, True)).to(DEV))
-    coord = torch.empty(2, 0, 2, device=DEV)
-    out = liif_query(feat, coord, coord.clone(), weights, biases, backend="cuda")
-    assert out.shape == (2, 0, 3)
-    out.sum().backward()
-    assert feat.grad is not None and feat.grad.abs().sum() == 0
+    check_empty_queries("cuda", DEV)
 
 
 def test_too_wide_decoder_is_refused():

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from fastliif.ops import dot_precision, liif_query
-from fastliif.reference import make_cell, make_coord, query_rgb_reference
-from liif_helpers import (FLAGS, GPU_REASON, assert_close_rel, assert_grad_close, make_mlp, on_real_gpu, params,
-                          random_queries, run_both, triton_device)
+from fastliif.reference import query_rgb_reference
+from liif_helpers import (FLAGS, GPU_REASON, assert_close_rel, assert_grad_close, check_backward, check_border_coords,
+                          check_empty_queries, check_forward, check_mlp_shape, check_non_contiguous, check_output_grid,
+                          make_mlp, on_real_gpu, params, random_queries, triton_device)
 
 pytest.importorskip("triton")
 DEV, WHY = triton_device()
@@ -40,94 +41,36 @@ def ieee_matmuls():
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "unfold%d-ens%d-cell%d" % f)
 @pytest.mark.parametrize("B,C,h,w,Q", [(1, 3, 1, 1, 37), (2, 5, 3, 5, 70), (2, 4, 7, 4, 17)])
 def test_forward_matches_reference(flags, B, C, h, w, Q):
-    torch.manual_seed(hash((B, C, h, w, Q, flags)) % 2**31)
-    feat, = to_dev(torch.randn(B, C, h, w))
-    coord, cell = to_dev(*random_queries(B, Q, torch.float32, -1.2, 1.2, h=h))
-    mlp = make_mlp(C, [32, 32, 32], flags).to(DEV)
-    out, ref = run_both(feat, coord, cell, mlp, flags, "triton")
-    assert_close_rel(out, ref, 5e-6, f"triton {flags}")
+    check_forward("triton", DEV, flags, B, C, h, w, Q)
 
 
 @pytest.mark.parametrize("hidden,out_dim", [([16], 3), ([64, 64], 1), ([32, 32], 4), ([16] * 5, 2)])
 def test_forward_mlp_depths_and_widths(hidden, out_dim):
-    torch.manual_seed(len(hidden) * 7 + out_dim)
-    flags = (True, True, True)
-    feat, = to_dev(torch.randn(2, 3, 4, 5))
-    coord, cell = to_dev(*random_queries(2, 40, torch.float32, h=4))
-    mlp = make_mlp(3, hidden, flags, out_dim=out_dim).to(DEV)
-    out, ref = run_both(feat, coord, cell, mlp, flags, "triton")
-    assert out.shape == (2, 40, out_dim)
-    assert_close_rel(out, ref, 5e-6, f"hidden {hidden}")
+    check_mlp_shape("triton", DEV, hidden, out_dim, Q=40, tol=5e-6)
 
 
 @pytest.mark.parametrize("scale", [0.5, 2.0, 3.7, 30.0])
 @pytest.mark.parametrize("local_ensemble", [True, False])
 def test_forward_output_grids_at_scales(scale, local_ensemble):
-    torch.manual_seed(int(scale * 10))
-    h, w = 4, 3
-    H, W = max(1, round(h * scale)), max(1, round(w * scale))
-    if H * W > 600:  # keep the interpreter quick: a band of rows of the grid
-        H = max(1, 600 // W)
-    feat, = to_dev(torch.randn(1, 4, h, w))
-    coord = make_coord((H, W)).unsqueeze(0)
-    coord, cell = to_dev(coord, make_cell(coord, (H, W)))
-    flags = (True, local_ensemble, True)
-    out, ref = run_both(feat, coord, cell, make_mlp(4, [16, 16], flags).to(DEV), flags, "triton")
-    assert_close_rel(out, ref, 5e-6, f"x{scale}")
+    check_output_grid("triton", DEV, scale, local_ensemble, max_queries=600)  # keep the interpreter quick
 
 
 def test_forward_border_and_outside_coords():
-    torch.manual_seed(1)
-    edges = torch.tensor([-1.0, 1.0, -1 + 1e-6, 1 - 1e-6, -1.5, 1.5, 0.0, 0.5])
-    ys, xs = torch.meshgrid(edges, edges, indexing="ij")
-    coord = torch.stack([ys, xs], -1).view(1, -1, 2).repeat(2, 1, 1)
-    feat, coord, cell = to_dev(torch.randn(2, 3, 4, 6), coord, torch.full_like(coord, 2 / 17))
-    for flags in FLAGS:
-        out, ref = run_both(feat, coord, cell, make_mlp(3, [16], flags).to(DEV), flags, "triton")
-        assert_close_rel(out, ref, 5e-6, f"border {flags}")
+    check_border_coords("triton", DEV)
 
 
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "unfold%d-ens%d-cell%d" % f)
 @pytest.mark.parametrize("B,C,h,w,Q,hidden", [(2, 4, 3, 5, 45, [32, 32, 32]), (1, 2, 1, 1, 20, [16])])
 def test_backward_matches_reference(flags, B, C, h, w, Q, hidden):
-    torch.manual_seed(hash((B, C, h, w, Q, flags, len(hidden))) % 2**31)
-    feat_unfold, local_ensemble, cell_decode = flags
-    feat = torch.randn(B, C, h, w, device=DEV, requires_grad=True)
-    coord, cell = to_dev(*random_queries(B, Q, torch.float32, -1.1, 1.1, h=h))
-    mlp = make_mlp(C, hidden, flags).to(DEV)
-    weights, biases = params(mlp)
-    inputs = [feat, *weights, *biases]
-    g = torch.randn(B, Q, 3, device=DEV)
-    ref = torch.autograd.grad(query_rgb_reference(feat, coord, cell, mlp, *flags), inputs, g)
-    out = liif_query(feat, coord, cell, weights, biases, feat_unfold=feat_unfold, local_ensemble=local_ensemble,
-                     cell_decode=cell_decode, backend="triton")
-    got = torch.autograd.grad(out, inputs, g)
-    names = ["feat"] + [f"W{i}" for i in range(len(weights))] + [f"b{i}" for i in range(len(biases))]
-    for name, a, b in zip(names, got, ref):
-        assert_grad_close(a, b, 1e-5, f"grad {name}")
+    check_backward("triton", DEV, flags, B, C, h, w, Q, hidden)
 
 
 def test_non_contiguous_inputs_and_many_tiles():
-    torch.manual_seed(3)
-    flags = (True, True, True)
-    feat = torch.randn(2, 10, 5, 9, device=DEV)[:, ::2, :, 1:8]
-    coord = (torch.rand(2, 2, 150, device=DEV) * 2 - 1).transpose(1, 2)
-    cell = torch.full((2, 150, 4), 0.05, device=DEV)[..., ::2]
-    mlp = make_mlp(5, [16, 16], flags).to(DEV)
-    weights, biases = params(mlp)
-    ref = query_rgb_reference(feat.contiguous(), coord.contiguous(), cell.contiguous(), mlp, *flags)
-    out = liif_query(feat, coord, cell, [W.t().contiguous().t() for W in weights], biases, backend="triton")
-    assert_close_rel(out, ref, 5e-6, "non-contiguous")
+    check_non_contiguous("triton", DEV, Q=150)
 
 
 def test_empty_queries():
-    feat = torch.randn(2, 3, 4, 4, device=DEV, requires_grad=True)
-    weights, biases = params(make_mlp(3, [16, 16], (True, True, True)).to(DEV))
-    coord = torch.empty(2, 0, 2, device=DEV)
-    out = liif_query(feat, coord, coord.clone(), weights, biases, backend="triton")
-    assert out.shape == (2, 0, 3)
-    out.sum().backward()
-    assert feat.grad is not None and feat.grad.abs().sum() == 0
+    check_empty_queries("triton", DEV)
 
 
 @pytest.mark.parametrize("hidden,out_dim,match", [
