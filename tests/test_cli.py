@@ -2,7 +2,9 @@
 import subprocess
 import sys
 
-from fastliif.cli import main
+import pytest
+
+from fastliif.cli import build_parser, main
 
 
 def test_compare_small_passes_and_prints_table(capsys):
@@ -23,3 +25,16 @@ def test_compare_rejects_bad_sizes():
 def test_env_subcommand(capsys):
     assert main(["env"]) == 0
     assert "backends (liif_query)" in capsys.readouterr().out
+
+
+def test_argument_errors_are_one_line_exit_2_for_every_subcommand(capsys):
+    """argparse's errors (missing or malformed arguments, unknown subcommands) are one line naming
+    the problem, without the usage block, for the top level and every subcommand."""
+    commands = sorted(build_parser()._subparsers._group_actions[0].choices)
+    assert {"upscale", "eval", "train", "bench", "prepare-patches"} <= set(commands)
+    for argv in [["bogus"], *[[c, "--no-such-flag"] for c in commands]]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, argv
+        assert len(err.strip().splitlines()) == 1 and "error:" in err and "usage:" not in err, (argv, err)
