@@ -177,3 +177,26 @@ def check_empty_queries(backend, dev):
     assert out.shape == (2, 0, 3)
     out.sum().backward()
     assert feat.grad is not None and feat.grad.abs().sum() == 0
+
+
+def precision_errors(backend, dev, precision, dtype, flags=(True, True, True)):
+    """(fused error, PyTorch's own error in the same precision) against a float64 reference,
+    relative max-norm, on the LIIF decoder at a real size (GPU tests: flash-attention's rule)."""
+    torch.manual_seed(21)
+    C, h, w, B, Q = 64, 24, 20, 2, 4096
+    mlp = make_mlp(C, [256] * 4, flags).to(dev)
+    feat = torch.randn(B, C, h, w, device=dev)
+    coord, cell = _to(dev, *random_queries(B, Q, torch.float32, h=h))
+    ref64 = query_rgb_reference(feat.double(), coord.double(), cell.double(), mlp.double(), *flags)
+    mlp.float()
+    weights, biases = params(mlp)
+    if dtype == torch.float32:
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch_out = query_rgb_reference(feat, coord, cell, mlp, *flags)
+        out = liif_query(feat, coord, cell, weights, biases, backend=backend, precision=precision)
+    else:
+        with torch.autocast("cuda", dtype=dtype):
+            torch_out = query_rgb_reference(feat, coord, cell, mlp, *flags)
+            out = liif_query(feat, coord, cell, weights, biases, backend=backend)
+        assert out.dtype == dtype
+    return rel_err(out.double(), ref64), rel_err(torch_out.double(), ref64)

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from fastliif.ops import availability, dynamic_conv, liif_query
-from fastliif.reference import query_rgb_reference
 from fastliif.reference.dynamic_conv import dynamic_conv_reference
 from liif_helpers import (FLAGS, assert_close_rel, check_backward, check_border_coords, check_empty_queries,
                           check_forward, check_mlp_shape, check_non_contiguous, check_output_grid, make_mlp, params,
-                          random_queries, run_both)
+                          precision_errors, random_queries, run_both)
 
 if not torch.cuda.is_available():
     pytest.skip("CUDA backend tests need a CUDA device (none here)", allow_module_level=True)
@@ -127,31 +126,9 @@ def test_cuda_agrees_with_triton():
     assert_close_rel(a, b, 5e-6, "cuda vs triton")
 
 
-def _errors(dtype, flags=(True, True, True)):
-    """(cuda error, PyTorch's own error) against a float64 reference, relative max-norm."""
-    torch.manual_seed(21)
-    C, h, w, B, Q = 64, 24, 20, 2, 4096
-    mlp = make_mlp(C, [256] * 4, flags).to(DEV)
-    feat = torch.randn(B, C, h, w, device=DEV)
-    coord, cell = to_dev(*random_queries(B, Q, torch.float32, h=h))
-    ref64 = query_rgb_reference(feat.double(), coord.double(), cell.double(), mlp.double(), *flags)
-    mlp.float()
-    weights, biases = params(mlp)
-    if dtype == torch.float32:
-        torch_out = query_rgb_reference(feat, coord, cell, mlp, *flags)
-        out = liif_query(feat, coord, cell, weights, biases, backend="cuda")
-    else:
-        with torch.autocast("cuda", dtype=dtype):
-            torch_out = query_rgb_reference(feat, coord, cell, mlp, *flags)
-            out = liif_query(feat, coord, cell, weights, biases, backend="cuda")
-        assert out.dtype == dtype
-    scale = ref64.abs().max()
-    return ((out.double() - ref64).abs().max() / scale).item(), ((torch_out.double() - ref64).abs().max() / scale).item()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_precision_within_twice_pytorch_error(dtype):
-    err, torch_err = _errors(dtype)
+    err, torch_err = precision_errors("cuda", DEV, "ieee", dtype)
     assert err <= 2 * torch_err + 1e-6, f"{dtype}: cuda error {err:.2e} vs PyTorch's {torch_err:.2e}"
 
 

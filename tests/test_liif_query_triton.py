@@ -11,7 +11,8 @@ from fastliif.ops import dot_precision, liif_query
 from fastliif.reference import query_rgb_reference
 from liif_helpers import (FLAGS, GPU_REASON, assert_close_rel, assert_grad_close, check_backward, check_border_coords,
                           check_empty_queries, check_forward, check_mlp_shape, check_non_contiguous, check_output_grid,
-                          make_mlp, on_real_gpu, params, random_queries, triton_device)
+                          make_mlp, on_real_gpu, params, precision_errors, random_queries,
+                          triton_device)
 
 pytest.importorskip("triton")
 DEV, WHY = triton_device()
@@ -112,35 +113,12 @@ def test_precision_follows_pytorch_knobs():
 # ---------------------------------------------------------------- GPU only: reduced precision
 
 
-def _errors(precision, dtype, flags=(True, True, True)):
-    """(fused error, PyTorch's own error) against a float64 reference, relative max-norm."""
-    torch.manual_seed(21)
-    C, h, w, B, Q = 64, 24, 20, 2, 4096
-    mlp = make_mlp(C, [256] * 4, flags).to(DEV)
-    feat = torch.randn(B, C, h, w, device=DEV)
-    coord, cell = to_dev(*random_queries(B, Q, torch.float32, h=h))
-    ref64 = query_rgb_reference(feat.double(), coord.double(), cell.double(), mlp.double(), *flags)
-    mlp.float()
-    weights, biases = params(mlp)
-    if dtype == torch.float32:
-        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        torch_out = query_rgb_reference(feat, coord, cell, mlp, *flags)
-        out = liif_query(feat, coord, cell, weights, biases, backend="triton", precision=precision)
-    else:
-        with torch.autocast("cuda", dtype=dtype):
-            torch_out = query_rgb_reference(feat, coord, cell, mlp, *flags)
-            out = liif_query(feat, coord, cell, weights, biases, backend="triton")
-        assert out.dtype == dtype
-    scale = ref64.abs().max()
-    return ((out.double() - ref64).abs().max() / scale).item(), ((torch_out.double() - ref64).abs().max() / scale).item()
-
-
 @gpu
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision,dtype", [("ieee", torch.float32), ("tf32", torch.float32),
                                              ("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_gpu_precision_within_twice_pytorch_error(precision, dtype):
-    err, torch_err = _errors(precision, dtype)
+    err, torch_err = precision_errors("triton", DEV, precision, dtype)
     assert err <= 2 * torch_err + 1e-6, f"{precision}: fused error {err:.2e} vs PyTorch's {torch_err:.2e}"
 
 
