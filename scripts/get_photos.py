@@ -11,7 +11,8 @@ protocol makes LR images with. Halving the JPEGs removes most of their block and
 artefacts and the demosaicing softness, giving clean, DIV2K-like HR images; it runs in float and
 rounds once to 8 bits.
 
-OUT gets ``train/`` and ``val/`` (whole HR images), ``val_crops/`` (240x240 HR crops of the
+OUT gets ``train/`` and ``val/`` (whole HR images), ``test/`` (mate-backgrounds' photographs, made
+the same way, for judging the shipped model only), ``val_crops/`` (240x240 HR crops of the
 held-out images, smooth and textured, named ``<image>-<kind>.png``) and ``manifest.json`` (for
 every file: source package and version, path in the package, author, licence and where the
 licence was read, original and HR size, split). Every file is written through fastliif.atomic.
@@ -34,6 +35,7 @@ from fastliif.data.resize import resize
 
 LOMIRI_DIR = "usr/share/backgrounds"
 PLASMA_DIR = "usr/share/wallpapers"
+MATE_DIR = "usr/share/backgrounds/mate/nature"
 
 # The photographs of each package (the other files are renders or digital paintings: 16.04's
 # umang_by_Abhishek_Mudgal; 20.04's Fossa, Infinite-Sea and Painting-Colors; plasma's Autumn,
@@ -49,7 +51,14 @@ PHOTOS = {
     "plasma-workspace-wallpapers": [
         "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
         "OneStandsOut", "Path", "summer_1am"],
+    # The test set: never trained or validated on, only used to judge the shipped model (issue 13:
+    # "photographs from elsewhere"). All twelve files of mate-backgrounds' nature/ are photographs,
+    # half of them with large smooth (bokeh, sky, water) areas.
+    "mate-backgrounds": [
+        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Storm",
+        "TwoWings", "Wood", "YellowFlower"],
 }
+TEST_PACKAGES = ("mate-backgrounds",)
 # Held out from training (the trainer's validation and our own checks): still water and sky,
 # bokeh, open sky, and a textured mountain scene. Smooth content stays in training too
 # (DarkestHour, ColdRipple, free, seeding, Kleiber, sunset, Bridge).
@@ -165,7 +174,8 @@ def package_photos(package, root, stems):
     """``[(stem, file path, path in package, author/copyright, licence, licence source)]`` for the
     photographs ``stems`` of an unpacked package."""
     out = []
-    if package.startswith("lomiri-wallpapers"):
+    if package.startswith("lomiri-wallpapers") or package == "mate-backgrounds":
+        folder = MATE_DIR if package == "mate-backgrounds" else LOMIRI_DIR
         copyright_path = os.path.join(root, "usr/share/doc", package, "copyright")
         try:
             with open(copyright_path, encoding="utf-8") as f:
@@ -173,9 +183,9 @@ def package_photos(package, root, stems):
         except OSError:
             raise PrepareError(f"{package}: no copyright file at {copyright_path}") from None
         for stem in stems:
-            path = os.path.join(root, LOMIRI_DIR, stem + ".jpg")
+            path = os.path.join(root, folder, stem + ".jpg")
             holder, licence = dep5_licence(entries, stem + ".jpg")
-            out.append((stem, path, os.path.join(LOMIRI_DIR, stem + ".jpg"), holder, licence,
+            out.append((stem, path, os.path.join(folder, stem + ".jpg"), holder, licence,
                         f"/usr/share/doc/{package}/copyright"))
     elif package == "plasma-workspace-wallpapers":
         for stem in stems:
@@ -208,7 +218,7 @@ def prepare(roots, out, skimage_names=tuple(SKIMAGE), log=print, photos=PHOTOS, 
                 raise PrepareError(f"{package} {version}: {member} is missing (another release of the package?)")
             img = read_rgb(path)
             hr = halve(img)
-            split = "val" if stem in holdout else "train"
+            split = "test" if package in TEST_PACKAGES else "val" if stem in holdout else "train"
             dst = os.path.join(split, stem + ".png")
             write_png(hr, os.path.join(out, dst))
             hr_images[stem] = hr
@@ -242,9 +252,9 @@ def prepare(roots, out, skimage_names=tuple(SKIMAGE), log=print, photos=PHOTOS, 
                       "crop": {"left": left, "top": top, "kind": kind, "smooth": kind in SMOOTH_KINDS}})
     manifest = {"packages": {p: v for p, (_, v) in sorted(roots.items())}, "files": files,
                 "megapixels": {s: round(sum(f["size"][0] * f["size"][1] for f in files if f["split"] == s) / 1e6, 2)
-                               for s in ("train", "val", "val_crops")},
+                               for s in ("train", "val", "val_crops", "test")},
                 "original_megapixels": round(sum(f["original_size"][0] * f["original_size"][1] for f in files
-                                                 if f["split"] in ("train", "val")) / 1e6, 2),
+                                                 if f["split"] in ("train", "val", "test")) / 1e6, 2),
                 "resize": "fastliif.data.resize(method='matlab'), exactly x1/2 after an even crop"}
     write_json(os.path.join(out, "manifest.json"), manifest)
     return manifest
@@ -262,7 +272,7 @@ def main(argv=None):
     except (PrepareError, FileNotFoundError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"get_photos: {exc}", file=sys.stderr)
         return 2
-    counts = {s: sum(f["split"] == s for f in manifest["files"]) for s in ("train", "val", "val_crops")}
+    counts = {s: sum(f["split"] == s for f in manifest["files"]) for s in ("train", "val", "val_crops", "test")}
     print(f"packages {manifest['packages']}; images {counts}; HR megapixels {manifest['megapixels']} "
           f"(originals {manifest['original_megapixels']} MP); manifest {os.path.join(args.out, 'manifest.json')}")
     return 0

@@ -140,3 +140,21 @@ def test_shell_wrapper_parses_and_names_the_packages():
     text = open(script).read()
     for package in gp.PHOTOS:  # the wrapper downloads exactly the packages the preparation knows
         assert package in text
+
+
+def test_test_set_package_goes_to_test_with_its_dep5_licence(tmp_path):
+    """mate-backgrounds' photographs are the held-apart test set: split test/, never train/val."""
+    mate = tmp_path / "mate"
+    doc = mate / "usr/share/doc/mate-backgrounds"
+    doc.mkdir(parents=True)
+    (doc / "copyright").write_text(COPYRIGHT.replace("16.04/lake_by_A.jpg", "nature/Lake.jpg"))
+    _jpeg(str(mate / gp.MATE_DIR / "Lake.jpg"), 44, 58, 5)
+    out = tmp_path / "out"
+    manifest = gp.prepare({"mate-backgrounds": (str(mate), "1.26.0-1")}, str(out), skimage_names=(),
+                          log=lambda *a: None, photos={"mate-backgrounds": ["Lake"]}, holdout=("Lake",), crops=[])
+    (entry,) = manifest["files"]
+    assert entry["file"] == "test/Lake.png" and entry["split"] == "test"  # holdout does not pull it into val
+    assert (entry["licence"], entry["member"]) == ("CC-BY-4.0", os.path.join(gp.MATE_DIR, "Lake.jpg"))
+    assert entry["size"] == [22, 29] and (out / "test/Lake.png").is_file()
+    assert manifest["megapixels"]["test"] == round(22 * 29 / 1e6, 2)
+    assert "mate-backgrounds" in gp.TEST_PACKAGES

@@ -4,7 +4,8 @@ Official keys: ``train_dataset`` / ``val_dataset`` ({dataset, wrapper, batch_siz
 ``data_norm``, ``model``, ``optimizer``, ``epoch_max``, ``multi_step_lr``, ``epoch_val``,
 ``epoch_save``, ``resume``. fastliif adds ``task`` (liif | image | udvd | gan; inferred from
 the model), ``loss``, ``seed``, ``num_workers``, ``amp``, ``backend``, ``iters_per_epoch``
-(cap on steps per epoch), ``val_protocol``, ``gan`` (discriminator, its optimizer, weights).
+(cap on steps per epoch), ``val_protocol``, ``gan`` (discriminator, its optimizer, weights), ``init`` (``bilinear``:
+a LIIF starts as bilinear interpolation, see :mod:`fastliif.train.init`).
 
 Every key is checked before any work: an unknown key (at any level with a known layout) names
 the nearest valid one, values are type- and range-checked, registered names and constructor
@@ -26,7 +27,7 @@ NUMERIC_OPTIMIZER_ARGS = ("lr", "weight_decay", "eps", "momentum", "dampening")
 DEFAULTS = {
     "val_dataset": None, "data_norm": None, "multi_step_lr": None, "epoch_val": 1, "epoch_save": None,
     "resume": None, "task": None, "loss": {"name": "l1"}, "seed": 0, "num_workers": 0, "amp": False,
-    "backend": "auto", "iters_per_epoch": None, "val_protocol": None, "gan": None,
+    "backend": "auto", "iters_per_epoch": None, "val_protocol": None, "gan": None, "init": "default",
 }
 
 
@@ -228,6 +229,7 @@ SCHEMA = {
     "iters_per_epoch": integer(lo=1, optional=True),
     "val_protocol": text(optional=True),
     "gan": section(GAN_SECTION, optional=True),
+    "init": text(choices=("default", "bilinear")),
 }
 
 

@@ -21,6 +21,7 @@ from .. import models
 from ..checkpoint import read_checkpoint
 from . import ddp
 from .config import BACKENDS, OPTIMIZERS, ConfigError
+from .init import apply_init
 from .losses import make_loss
 from .tasks import DataNorm, forward, to_device, validation_psnr
 
@@ -197,7 +198,12 @@ def _train(config, save_dir, device, rank, world_size, main, log, progress):
 def _setup(config, device, rank, world_size, main, log):
     task, backend = config["task"], config["backend"]
     saved = read_resume(config["resume"]) if config.get("resume") else None  # a bad file stops us first
-    model = build_model(config["model"], backend).to(device)
+    model = build_model(config["model"], backend)
+    if config.get("init", "default") != "default":
+        if task != "liif":
+            raise ConfigError(f"init: {config['init']} is for LIIF models, not task {task}")
+        apply_init(model, config["init"])
+    model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {config['model']['name']} ({type(model).__module__}.{type(model).__name__}): "
         f"{n_params:,} parameters; backend {backend}; device {device}; world size {world_size}")
