@@ -28,7 +28,7 @@ def test_table_and_passing_bar(tmp_path, capsys):
     md, png = tmp_path / "t.md", tmp_path / "g.png"
     assert qt.main([new, old, "--md", str(md), "--plot", str(png)]) == 0
     text = md.read_text()
-    assert text.splitlines()[2].startswith("| a | 29.50 / 28.50 / 28.00 (+1.50) | 27.70 / 27.80 / 27.50 (+0.20) |")
+    assert text.splitlines()[2].startswith("| a | 29.50 / 28.50 / 28.00 (+1.50) | 27.70 / 28.00 / 27.50 (+0.20) |")
     assert "**29.40** / 28.15 / 28.00 (**+1.40**; old +0.15)" in text
     assert "FAIL" not in text and text.count("PASS") == 10
     assert png.stat().st_size > 1000
