@@ -8,7 +8,7 @@ import os
 from .checkpoint import load_checkpoint
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-DEFAULT_CHECKPOINT = os.path.join(ASSETS, "liif-edsr-small.pth")
+DEFAULT_CHECKPOINT = os.path.join(ASSETS, "liif-edsr-baseline.pth")
 SAMPLE_IMAGE = os.path.join(ASSETS, "sample.png")
 
 BACKENDS = ("auto", "cpu", "torch", "triton", "cuda", "reference")

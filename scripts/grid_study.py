@@ -1,6 +1,6 @@
 """Measure the faint grid a LIIF model draws at the LR pixel spacing in flat areas (issue 13).
 
-    python scripts/grid_study.py --model fastliif/assets/liif-edsr-small.pth \
+    python scripts/grid_study.py --model fastliif/assets/liif-edsr-baseline.pth \
         --crops /work/data/photos/val_crops --json docs/grid_study.json --plot docs/grid_study.png
 
 At an integer scale s the LR pixels are s output pixels apart, so a grid tied to them is periodic
@@ -232,7 +232,7 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as exc:
         print(f"grid_study: {exc}", file=sys.stderr)
         return 2
-    results["model"] = args.model or "fastliif/assets/liif-edsr-small.pth"
+    results["model"] = args.model or "fastliif/assets/liif-edsr-baseline.pth"
     if args.json:
         write_json(args.json, results)
     if args.plot:

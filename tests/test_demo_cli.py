@@ -52,7 +52,7 @@ def test_y_psnr_matches_skimage():
 
 
 def test_demo_errors(tmp_path, capsys, monkeypatch):
-    missing = str(tmp_path / "liif-edsr-small.pth")
+    missing = str(tmp_path / "liif-edsr-baseline.pth")
     monkeypatch.setattr(fastliif.pretrained, "DEFAULT_CHECKPOINT", missing)
     assert main(["demo", "--out", str(tmp_path / "d.png")]) == 2
     err = capsys.readouterr().err

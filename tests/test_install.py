@@ -81,7 +81,7 @@ def test_isolated_build_is_pure_python_with_sources(isolated_wheel):
     shipped = {f"fastliif/csrc/{p.relative_to(csrc).as_posix()}" for p in csrc.rglob("*")
                if p.suffix in (".cpp", ".h", ".hpp", ".cu", ".cuh")}
     assert shipped and shipped <= set(names), shipped - set(names)
-    for needed in ("fastliif/kernels/__init__.py", "fastliif/assets/liif-edsr-small.pth", "fastliif/_build.py",
+    for needed in ("fastliif/kernels/__init__.py", "fastliif/assets/liif-edsr-baseline.pth", "fastliif/_build.py",
                    "fastliif/commands/build_ext.py"):
         assert needed in names, needed
     meta = zipfile.ZipFile(wheel).read("fastliif-0.1.0.dist-info/METADATA").decode()

@@ -1,6 +1,7 @@
 """The bundled model: present in the package, official format, loads into both the fused and the
-reference LIIF, and beats bicubic on a photograph it was not trained on (a quality regression
-check; the README's full table comes from `fastliif eval`)."""
+reference LIIF, and beats bicubic on photographs it was not trained on: chelsea, and a smooth and a
+textured crop of the test set, whose gains are held to what the shipped model measured (a quality
+regression check; the README's full table comes from `fastliif eval` + scripts/quality_table.py)."""
 import os
 
 import pytest
@@ -12,15 +13,26 @@ from fastliif.evaluate import evaluate
 from fastliif.pretrained import DEFAULT_CHECKPOINT, load_pretrained
 
 
+REGRESSION = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "regression")
+
+
 def test_bundled_checkpoint_is_small_and_official():
     assert os.path.isfile(DEFAULT_CHECKPOINT), "the bundled model must ship with the package"
-    assert os.path.getsize(DEFAULT_CHECKPOINT) < 8 * 2**20
+    assert os.path.getsize(DEFAULT_CHECKPOINT) < 4 * 2**20
     saved = read_checkpoint(DEFAULT_CHECKPOINT)
     assert saved["model"]["name"] == "liif" and {"args", "sd"} <= set(saved["model"])
     assert "optimizer" not in saved  # shipped for inference only
-    held_out = {"chelsea", "grace_hopper", "camera"}
-    trained_on = set(saved["fastliif"]["config"]["train_dataset"]["dataset"]["args"]["names"])
-    assert not trained_on & held_out
+    args = saved["model"]["args"]  # the official EDSR-baseline LIIF
+    assert args["encoder_spec"]["name"] == "edsr-baseline" and args["imnet_spec"]["args"]["hidden_list"] == [256] * 4
+    assert sum(v.numel() for v in saved["model"]["sd"].values()) == 1_567_323
+    # float16 storage, computed in float32 within the bound ship_checkpoint checked
+    assert {v.dtype for v in saved["model"]["sd"].values() if v.is_floating_point()} == {torch.float16}
+    assert saved["fastliif"]["fp16_max_output_difference"] <= 1e-3
+    assert all(p.dtype == torch.float32 for p in load_pretrained().parameters())
+    # trained on the get_photos training split only: not on the test set or the demo's chelsea
+    config = saved["fastliif"]["config"]
+    assert config["train_dataset"]["dataset"]["args"]["root_path"].endswith("/train")
+    assert config["init"] == "bilinear"
 
 
 def test_fused_and_reference_agree_on_the_bundled_weights():
@@ -42,3 +54,20 @@ def test_beats_bicubic_on_a_held_out_photo(scale):
     result = evaluate(load_pretrained(), [("chelsea", img)], [scale], "benchmark", progress=False)
     row = result["scales"][0]
     assert row["psnr"] > row["bicubic_psnr"] + 0.1, row
+
+
+# Y-PSNR gain over bicubic (dB, benchmark protocol) the shipped model measured on the regression
+# crops; a retrained or mis-loaded model must not fall more than 0.1 dB below. The previous bundled
+# model measured -2.00 / -2.11 (bokeh x2 / x4) and +1.29 / +0.50 (grass x2 / x4). On the smooth
+# crop at x4 the shipped model still loses to bicubic by 0.13 dB (issue 13's bar is not met there).
+MEASURED_GAIN = {("TwoWings-bokeh", 2): 0.136, ("TwoWings-bokeh", 4): -0.126,
+                 ("Dune-grass", 2): 3.111, ("Dune-grass", 4): 1.028}
+
+
+@pytest.mark.parametrize("name, scale", sorted(MEASURED_GAIN))
+def test_regression_crops_smooth_and_textured(name, scale):
+    from fastliif.data.io import load_image
+    img = load_image(os.path.join(REGRESSION, name + ".png"))
+    result = evaluate(load_pretrained(), [(name, img)], [scale], "benchmark", progress=False)
+    gain = result["scales"][0]["psnr"] - result["scales"][0]["bicubic_psnr"]
+    assert gain > MEASURED_GAIN[(name, scale)] - 0.1, (name, scale, gain)

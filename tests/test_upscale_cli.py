@@ -228,7 +228,7 @@ def test_too_large_output_rejected_before_allocating(tmp_path, ckpt, capsys, mon
 
 
 def test_bundled_model_missing_names_path_and_flag(tmp_path, capsys, monkeypatch):
-    missing = str(tmp_path / "assets" / "liif-edsr-small.pth")
+    missing = str(tmp_path / "assets" / "liif-edsr-baseline.pth")
     monkeypatch.setattr(fastliif.pretrained, "DEFAULT_CHECKPOINT", missing)
     src = random_image(tmp_path / "in.png", 8, 8)
     _fails(capsys, ["upscale", *CPU, src, "-o", str(tmp_path / "o.png"), "--scale", "2"], missing)
