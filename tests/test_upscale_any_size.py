@@ -130,10 +130,11 @@ def test_unboundable_encoder_is_encoded_whole(ckpt, monkeypatch):
 
 def test_memory_is_bounded_by_tiles_and_the_8bit_output(ckpt):
     from fastliif.pretrained import load_pretrained
-    model = load_pretrained()  # the bundled model: EDSR-baseline 8 blocks, 48 features, MLP 128
+    model = load_pretrained()  # the bundled model
+    n1 = model.imnet.layers[0].out_features  # the fused first-layer projection: n1 floats per LR pixel
     host, device = up.estimate_memory(model, (3000, 4000), (6000, 8000), 3)
     assert host < 8000 * 6000 * 8 + 3000 * 4000 * 16 + 1  # 8-bit output + Pillow's copy + input
-    assert device < 3000 * 4000 * 4 * (3 + 128) + 2 * 2**30  # projected map + one tile + queries
+    assert device < 3000 * 4000 * 4 * (3 + n1) + 2 * 2**30  # projected map + one tile + queries
     # an output whose 8-bit image alone passes the RAM is refused
     with pytest.raises(up.UpscaleError, match="needs about"):
         up.check_memory(model, (8, 8), (400_000, 400_000), 3, "cpu")
