@@ -15,3 +15,5 @@ chmod 0777 "$WORK"
 DEBS=()
 for deb in "$WORK"/*.deb; do DEBS+=(--deb "$deb"); done
 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/get_photos.py "$OUT" "${DEBS[@]}"
+# stage 2 of the bundled model (configs/liif-photos-finetune.yaml) trains on OUT/train_smooth
+PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/make_smooth_photos.py "$OUT/train" "$OUT/train_smooth"

@@ -47,6 +47,25 @@ def max_output_difference(path_a, path_b, seed=0):
     return worst
 
 
+def earlier_stages(config):
+    """The runs a fine-tune started from (``init_from``, followed back), oldest last: each one's
+    checkpoint path, epoch, config and history, so the shipped file says how it was made. A
+    checkpoint no longer on disk is named with ``"missing": true``."""
+    stages = []
+    while isinstance(config, dict) and config.get("init_from") and len(stages) < 8:
+        path = config["init_from"]
+        try:
+            saved = read_checkpoint(path)
+        except (OSError, ValueError):
+            stages.append({"checkpoint": path, "missing": True})
+            break
+        extra = saved.get("fastliif") or {}
+        config = extra.get("config")
+        stages.append({"checkpoint": path, "epoch": saved.get("epoch"), "config": config,
+                       "history": extra.get("history")})
+    return stages
+
+
 def ship(src, dst, fp16=False, log=print):
     saved = read_checkpoint(src)
     if not isinstance(saved.get("model"), dict) or "sd" not in saved["model"]:
@@ -54,7 +73,8 @@ def ship(src, dst, fp16=False, log=print):
     extra = saved.get("fastliif") or {}
     blob = {"model": saved["model"], "epoch": saved.get("epoch"),
             "fastliif": {"config": extra.get("config"), "history": extra.get("history"),
-                         "source": os.path.basename(src), "storage": "float32"}}
+                         "source": os.path.basename(src), "storage": "float32",
+                         "earlier_stages": earlier_stages(extra.get("config"))}}
     n = sum(v.numel() for v in saved["model"]["sd"].values())
     if not fp16:
         save_torch(blob, dst)

@@ -66,3 +66,29 @@ def test_missing_crops_is_a_one_line_error(tmp_path, capsys):
     assert gs.main(["--crops", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("grid_study: no PNG crops in") and "\n" not in err
+
+
+def test_grid_table_puts_runs_side_by_side(tmp_path, capsys):
+    import json
+    _spec_t = importlib.util.spec_from_file_location("grid_table", os.path.join(ROOT, "scripts", "grid_table.py"))
+    gt = importlib.util.module_from_spec(_spec_t)
+    _spec_t.loader.exec_module(gt)
+
+    def crop(name, smooth, scale, psnr, rms, bias):
+        return {"name": name, "smooth": smooth, "scale": scale, "bicubic_psnr": 50.0, "model_psnr": psnr,
+                "model_periodic_rms": rms, "bicubic_periodic_rms": 0.01, "model_interior_bias": bias,
+                "model_peak_db": 20.0, "hr_peak_db": 1.0}
+
+    a = {"crops": [crop("sky", True, 2, 49.5, 0.1, 0.5), crop("rock", False, 2, 51.0, 0.2, -0.1)]}
+    b = {"crops": [crop("sky", True, 2, 50.25, 0.02, 0.05), crop("rock", False, 2, 52.0, 0.3, 0.0)]}
+    paths = []
+    for label, result in (("a", a), ("b", b)):
+        paths.append(f"{label}={tmp_path / (label + '.json')}")
+        (tmp_path / (label + ".json")).write_text(json.dumps(result))
+    md = tmp_path / "t.md"
+    assert gt.main(paths + ["--smooth-only", "--md", str(md)]) == 0
+    lines = md.read_text().splitlines()
+    assert len(lines) == 3 and "gain, a / b" in lines[0]
+    assert lines[2].startswith("| sky (smooth) | x2 | 50.00 | -0.50 / +0.25 | 0.100 / 0.020 (0.010) | +0.500 / +0.050")
+    capsys.readouterr()
+    assert gt.main(["nolabel"]) == 2 and "expected LABEL=PATH" in capsys.readouterr().err

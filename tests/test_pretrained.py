@@ -29,10 +29,11 @@ def test_bundled_checkpoint_is_small_and_official():
     assert {v.dtype for v in saved["model"]["sd"].values() if v.is_floating_point()} == {torch.float16}
     assert saved["fastliif"]["fp16_max_output_difference"] <= 1e-3
     assert all(p.dtype == torch.float32 for p in load_pretrained().parameters())
-    # trained on the get_photos training split only: not on the test set or the demo's chelsea
+    # trained on the get_photos training split only (stage 2: plus blurred copies of it), not on
+    # the test set or the demo's chelsea; stage 2 starts from stage 1's weights (init: bilinear)
     config = saved["fastliif"]["config"]
-    assert config["train_dataset"]["dataset"]["args"]["root_path"].endswith("/train")
-    assert config["init"] == "bilinear"
+    assert config["train_dataset"]["dataset"]["args"]["root_path"].endswith("/train_smooth")
+    assert config["init"] == "default" and config["init_from"].endswith("/liif-photos/epoch-last.pth")
 
 
 def test_fused_and_reference_agree_on_the_bundled_weights():
@@ -57,11 +58,12 @@ def test_beats_bicubic_on_a_held_out_photo(scale):
 
 
 # Y-PSNR gain over bicubic (dB, benchmark protocol) the shipped model measured on the regression
-# crops; a retrained or mis-loaded model must not fall more than 0.1 dB below. The previous bundled
-# model measured -2.00 / -2.11 (bokeh x2 / x4) and +1.29 / +0.50 (grass x2 / x4). On the smooth
-# crop at x4 the shipped model still loses to bicubic by 0.13 dB (issue 13's bar is not met there).
-MEASURED_GAIN = {("TwoWings-bokeh", 2): 0.136, ("TwoWings-bokeh", 4): -0.126,
-                 ("Dune-grass", 2): 3.111, ("Dune-grass", 4): 1.028}
+# crops; a retrained or mis-loaded model must not fall more than 0.1 dB below. Stage 1 alone
+# measured +0.14 / -0.15 / -0.13 on the bokeh crop at x2 / x3 / x4 (the previous bundled model
+# -2.00 / - / -2.11). At x4 the shipped model is level with bicubic (+0.002), and at x6 (not held
+# here) it still loses by 0.10 dB on this crop: issue 13's closing note.
+MEASURED_GAIN = {("TwoWings-bokeh", 2): 0.371, ("TwoWings-bokeh", 3): 0.088, ("TwoWings-bokeh", 4): 0.002,
+                 ("Dune-grass", 2): 3.359, ("Dune-grass", 3): 1.692, ("Dune-grass", 4): 1.112}
 
 
 @pytest.mark.parametrize("name, scale", sorted(MEASURED_GAIN))

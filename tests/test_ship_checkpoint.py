@@ -61,3 +61,24 @@ def test_missing_source_is_one_line(tmp_path, capsys):
     assert ship.main([str(tmp_path / "nope.pth"), str(tmp_path / "m.pth")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ship_checkpoint:") and "nope.pth" in err and "\n" not in err
+
+
+def test_a_fine_tune_records_the_run_it_started_from(trained, tmp_path):
+    stage2_dir = tmp_path / "stage2"
+    config = validate(tiny_liif(epoch_max=1, iters_per_epoch=2, init_from=trained))
+    train(config, str(stage2_dir), log=lambda *a: None, progress=False)
+    dst = str(tmp_path / "m.pth")
+    assert ship.main([str(stage2_dir / "epoch-last.pth"), dst]) == 0
+    info = read_checkpoint(dst)["fastliif"]
+    assert info["config"]["init_from"] == trained
+    (stage1,) = info["earlier_stages"]
+    assert stage1["checkpoint"] == trained and stage1["epoch"] == 1
+    assert stage1["config"]["iters_per_epoch"] == 3 and len(stage1["history"]) == 1
+    # a stage whose checkpoint is gone is named, not silently dropped
+    moved = str(tmp_path / "moved.pth")
+    os.replace(trained, moved)
+    try:
+        assert ship.earlier_stages(info["config"]) == [{"checkpoint": trained, "missing": True}]
+    finally:
+        os.replace(moved, trained)
+    assert ship.earlier_stages(read_checkpoint(trained)["fastliif"]["config"]) == []

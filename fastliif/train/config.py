@@ -5,7 +5,9 @@ Official keys: ``train_dataset`` / ``val_dataset`` ({dataset, wrapper, batch_siz
 ``epoch_save``, ``resume``. fastliif adds ``task`` (liif | image | udvd | gan; inferred from
 the model), ``loss``, ``seed``, ``num_workers``, ``amp``, ``backend``, ``iters_per_epoch``
 (cap on steps per epoch), ``val_protocol``, ``gan`` (discriminator, its optimizer, weights), ``init`` (``bilinear``:
-a LIIF starts as bilinear interpolation, see :mod:`fastliif.train.init`).
+a LIIF starts as bilinear interpolation, see :mod:`fastliif.train.init`), ``init_from`` (a
+checkpoint whose model weights a new run starts from: fine-tuning; its optimizer, epoch and
+history are not used, unlike ``resume``).
 
 Every key is checked before any work: an unknown key (at any level with a known layout) names
 the nearest valid one, values are type- and range-checked, registered names and constructor
@@ -28,6 +30,7 @@ DEFAULTS = {
     "val_dataset": None, "data_norm": None, "multi_step_lr": None, "epoch_val": 1, "epoch_save": None,
     "resume": None, "task": None, "loss": {"name": "l1"}, "seed": 0, "num_workers": 0, "amp": False,
     "backend": "auto", "iters_per_epoch": None, "val_protocol": None, "gan": None, "init": "default",
+    "init_from": None,
 }
 
 
@@ -230,6 +233,7 @@ SCHEMA = {
     "val_protocol": text(optional=True),
     "gan": section(GAN_SECTION, optional=True),
     "init": text(choices=("default", "bilinear")),
+    "init_from": text(optional=True),
 }
 
 

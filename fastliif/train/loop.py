@@ -157,6 +157,37 @@ def read_resume(path):
     return saved
 
 
+def load_init_from(model, path, log):
+    """Start ``model`` from the weights of checkpoint ``path`` (``init_from``: fine-tuning).
+
+    Only ``model.sd`` is read, in any stored dtype (a shipped fp16 file starts an fp32 run); every
+    key and shape must match the configured model, so a fine-tune cannot silently start half-fresh.
+    Optimizer state, epoch and history start anew. ``resume`` (when also set) overrides these
+    weights with the resumed run's, so a stopped fine-tune continues exactly.
+    """
+    try:
+        saved = read_checkpoint(path, map_location="cpu")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"init_from: {exc}") from None
+    sd = saved.get("model", {}).get("sd") if isinstance(saved, dict) and isinstance(saved.get("model"), dict) else None
+    if not isinstance(sd, dict):
+        raise ConfigError(f"init_from: {path} is not a model checkpoint (no {{'model': {{'sd': ...}}}})")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    shapes = sorted(k for k in set(own) & set(sd)
+                    if not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(own[k].shape))
+    if missing or extra or shapes:
+        first = [f"{label} {keys[:3]}" for label, keys in
+                 (("missing", missing), ("unexpected", extra), ("other shape:", shapes)) if keys][0]
+        raise ConfigError(f"init_from: {path} does not fit the configured model ({first}; "
+                          f"{len(missing)} missing, {len(extra)} unexpected, {len(shapes)} of other shape)")
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(sd[k])
+    log(f"init_from: model weights from {path}")
+
+
 def apply_optimizer_overrides(optimizer, scheduler, config_args, saved_args, log, section="optimizer"):
     """Optimizer args the config sets differently from the run being resumed win over the restored
     state (the config is saved with every checkpoint, so it must say what actually trains). ``lr``
@@ -202,7 +233,12 @@ def _setup(config, device, rank, world_size, main, log):
     if config.get("init", "default") != "default":
         if task != "liif":
             raise ConfigError(f"init: {config['init']} is for LIIF models, not task {task}")
+        if config.get("init_from"):
+            raise ConfigError(f"init: {config['init']} and init_from: set one of them (init_from "
+                              "replaces every weight)")
         apply_init(model, config["init"])
+    if config.get("init_from"):
+        load_init_from(model, config["init_from"], log)
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {config['model']['name']} ({type(model).__module__}.{type(model).__name__}): "
