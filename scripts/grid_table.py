@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 
-from fastliif.atomic import write_text
+from fastliif import atomic
 
 
 def table(runs, smooth_only=False):
@@ -54,7 +54,7 @@ def main(argv=None):
                 runs.append((label, json.load(f)))
         text = "\n".join(table(runs, args.smooth_only)) + "\n"
         if args.md:
-            write_text(args.md, text)
+            atomic.write_text(args.md, text)
     except (OSError, ValueError, KeyError) as exc:
         print(f"grid_table: {exc}", file=sys.stderr)
         return 2

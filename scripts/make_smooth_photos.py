@@ -18,6 +18,7 @@ import sys
 
 import torch
 
+from fastliif import atomic
 from fastliif.data.io import is_image_file, load_image, save_image
 
 SIGMAS = (2.0, 4.0, 8.0)
@@ -49,8 +50,8 @@ def make(src, dst, log=print):
             try:
                 os.link(os.path.join(src, name), target)
             except OSError:
-                shutil.copyfile(os.path.join(src, name), target + ".part")
-                os.replace(target + ".part", target)
+                with open(os.path.join(src, name), "rb") as f, atomic.atomic_write(target) as out:
+                    shutil.copyfileobj(f, out)
         if i % 2:
             continue
         sigma = SIGMAS[(i // 2) % len(SIGMAS)]
