@@ -160,16 +160,26 @@ def build_checked(path, build, sd, args):
     except (KeyError, TypeError, ValueError) as exc:
         _fail(path, f"cannot build the model from its args {_args_summary(args)}: {type(exc).__name__}: {exc}")
     expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
+    missing, unexpected, other_shape = state_dict_mismatch(expected, sd)
     if missing or unexpected:
         _fail(path, f"state_dict does not match the model: missing {missing}, unexpected {unexpected}")
-    for k, t in expected.items():
-        if tuple(sd[k].shape) != tuple(t.shape):
-            _fail(path, f"state_dict does not fit the model: {k} has shape {tuple(sd[k].shape)} in the file, "
-                        f"{tuple(t.shape)} in the model its args describe")
+    if other_shape:
+        k = other_shape[0]
+        _fail(path, f"state_dict does not fit the model: {k} has shape {tuple(sd[k].shape)} in the file, "
+                    f"{tuple(expected[k].shape)} in the model its args describe")
     model.load_state_dict(sd)
     return model
+
+
+def state_dict_mismatch(expected, sd):
+    """How state_dict ``sd`` differs from a model's own ``expected`` one: (missing keys, unexpected
+    keys, keys whose tensor has another shape), each in ``expected``'s / ``sd``'s order. The one
+    comparison behind every "does this file fit this model" refusal (loading, fine-tuning)."""
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    other_shape = [k for k, t in expected.items() if k in sd and
+                   (not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(t.shape))]
+    return missing, unexpected, other_shape
 
 
 def _largest_arg(args):

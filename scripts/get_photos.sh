@@ -14,6 +14,7 @@ chmod 0777 "$WORK"
 (cd "$WORK" && apt-get download $PACKAGES)
 DEBS=()
 for deb in "$WORK"/*.deb; do DEBS+=(--deb "$deb"); done
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/get_photos.py "$OUT" "${DEBS[@]}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python3 scripts/get_photos.py "$OUT" "${DEBS[@]}"
 # stage 2 of the bundled model (configs/liif-photos-finetune.yaml) trains on OUT/train_smooth
-PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" python3 scripts/make_smooth_photos.py "$OUT/train" "$OUT/train_smooth"
+python3 scripts/make_smooth_photos.py "$OUT/train" "$OUT/train_smooth"

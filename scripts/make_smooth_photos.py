@@ -19,17 +19,17 @@ import sys
 import torch
 
 from fastliif import atomic
+from fastliif.data.degradations import isotropic_gaussian_kernel
 from fastliif.data.io import is_image_file, load_image, save_image
 
 SIGMAS = (2.0, 4.0, 8.0)
 
 
 def gaussian_blur(img, sigma):
-    """CxHxW float -> same size, separable Gaussian (radius 3 sigma), reflected borders."""
+    """CxHxW float -> same size, Gaussian of std ``sigma`` (radius 3 sigma), reflected borders.
+    Separable: the 1-D kernel is the row sum of the degradation pipeline's isotropic kernel."""
     r = int(3 * sigma + 0.5)
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    k = torch.exp(-x * x / (2 * sigma * sigma))
-    k = (k / k.sum()).to(img.dtype)
+    k = isotropic_gaussian_kernel(2 * r + 1, sigma).sum(0).to(img.dtype)
     c = img.shape[0]
     out = img[None]
     out = torch.nn.functional.conv2d(torch.nn.functional.pad(out, (r, r, 0, 0), mode="reflect"),
@@ -40,6 +40,8 @@ def gaussian_blur(img, sigma):
 
 
 def make(src, dst, log=print):
+    if not os.path.isdir(src):
+        raise ValueError(f"{src}: not a folder")
     names = sorted(f for f in os.listdir(src) if is_image_file(os.path.join(src, f)))
     if not names:
         raise ValueError(f"{src}: no images")
@@ -67,9 +69,6 @@ def main(argv=None):
     p.add_argument("src", help="the training photographs (scripts/get_photos.sh OUT/train)")
     p.add_argument("dst", help="output folder (e.g. OUT/train_smooth)")
     a = p.parse_args(argv)
-    if not os.path.isdir(a.src):
-        print(f"make_smooth_photos: {a.src}: not a folder", file=sys.stderr)
-        return 2
     try:
         make(a.src, a.dst)
     except (OSError, ValueError) as exc:

@@ -39,6 +39,8 @@ def with_hidden(hidden):
     (with_encoder(n_resblocks=40_000), IMNET, r"refused tensor number 53 before allocating it .*n_resblocks = 40000"),
     (ENCODER, with_hidden([16, 24]), r"imnet\.layers\.2\.weight has shape \(16, 16\) in the file, \(24, 16\)"),
     (with_encoder(n_feats=12), IMNET, r"encoder\.head\.0\.weight has shape"),
+    (with_encoder(n_resblocks=2), IMNET, r"state_dict does not match the model: missing \['encoder\.body\.1\.body\.0"
+     r"\.weight', .*\], unexpected \['encoder\.body\.1\.weight', 'encoder\.body\.1\.bias'\]"),
 ])
 def test_lying_args_are_refused_naming_the_key(tmp_path, encoder, imnet, match):
     path = tiny_ckpt(tmp_path / "evil.pth", encoder, imnet)

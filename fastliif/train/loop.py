@@ -18,7 +18,7 @@ from tqdm import tqdm
 from .. import atomic
 from .. import data as datasets
 from .. import models
-from ..checkpoint import read_checkpoint
+from ..checkpoint import read_checkpoint, state_dict_mismatch
 from . import ddp
 from .config import BACKENDS, OPTIMIZERS, ConfigError
 from .init import apply_init
@@ -169,14 +169,11 @@ def load_init_from(model, path, log):
         saved = read_checkpoint(path, map_location="cpu")
     except (OSError, ValueError) as exc:
         raise ConfigError(f"init_from: {exc}") from None
-    sd = saved.get("model", {}).get("sd") if isinstance(saved, dict) and isinstance(saved.get("model"), dict) else None
+    sd = saved["model"].get("sd") if isinstance(saved, dict) and isinstance(saved.get("model"), dict) else None
     if not isinstance(sd, dict):
         raise ConfigError(f"init_from: {path} is not a model checkpoint (no {{'model': {{'sd': ...}}}})")
     own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    extra = sorted(set(sd) - set(own))
-    shapes = sorted(k for k in set(own) & set(sd)
-                    if not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(own[k].shape))
+    missing, extra, shapes = state_dict_mismatch(own, sd)
     if missing or extra or shapes:
         first = [f"{label} {keys[:3]}" for label, keys in
                  (("missing", missing), ("unexpected", extra), ("other shape:", shapes)) if keys][0]
